@@ -1,0 +1,36 @@
+"""Server configuration: what `invigil serve` was started with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN or TURN server, as handed to browsers and to aiortc."""
+
+    urls: str
+    username: str | None = None
+    credential: str | None = None
+
+    def to_browser(self) -> dict[str, str]:
+        """The RTCIceServer dictionary a browser expects."""
+        entry = {"urls": self.urls}
+        if self.username is not None:
+            entry["username"] = self.username
+        if self.credential is not None:
+            entry["credential"] = self.credential
+        return entry
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server needs to know at start; nothing here is secret but `secret`."""
+
+    secret: bytes
+    public_url: str = "http://127.0.0.1:8080"
+    default_cap: int = 8
+    ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
+    surveillant_grace_seconds: float = 20.0
+    student_grace_seconds: float = 20.0
+    creator_link_days: int = 30
