@@ -1,16 +1,71 @@
-"""The aiohttp application: core routes, the signalling socket and the page sub-apps."""
+"""The aiohttp application: core routes, the signalling socket and the page sub-apps.
+
+Routes: GET /ws (signalling, works), /healthz, /common/ (shared page modules),
+/join/ (student), /desk/ (surveillant), /organise/ (organiser).
+"""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
 from .config import ServerConfig
+from .rate_limit import AddressLimiter
+from .registry import ExamRegistry
+from .security_headers import security_headers
+from .signalling import websocket_handler
 
 CONFIG = web.AppKey("config", ServerConfig)
+REGISTRY = web.AppKey("registry", ExamRegistry)
+JOIN_LIMITER = web.AppKey("join_limiter", AddressLimiter)
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for operators: says nothing about exams."""
+    return web.json_response({"ok": True})
+
+
+async def root(request: web.Request) -> web.Response:
+    """There is nothing to see without a link."""
+    raise web.HTTPNotFound(text="Open the link you were given.")
+
+
+async def _exams_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[REGISTRY].close_all()
 
 
 def make_app(config: ServerConfig) -> web.Application:
     """Build the whole Invigil application for `config` (used by `invigil serve` and the tests)."""
-    app = web.Application()
+    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
     app[CONFIG] = config
+    app[REGISTRY] = ExamRegistry(config)
+    app[JOIN_LIMITER] = AddressLimiter()
+    app.cleanup_ctx.append(_exams_lifecycle)
+    app.router.add_get("/", root)
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/common/", STATIC)
+    _add_pages(app)
     return app
+
+
+def _add_pages(app: web.Application) -> None:
+    try:  # TEMPORARY while the pages are written
+        from student_join.routes import student_app
+    except ImportError:
+        return
+    from surveillant_ui.routes import desk_app, organise_app
+
+    app.add_subapp("/join/", student_app())
+    app.add_subapp("/desk/", desk_app())
+    app.add_subapp("/organise/", organise_app())
+
+
+def creator_link(app: web.Application) -> str:
+    """The organiser link that may create exams, for `invigil serve` to print."""
+    return app[REGISTRY].creator_link()

@@ -34,3 +34,5 @@ class ServerConfig:
     surveillant_grace_seconds: float = 20.0
     student_grace_seconds: float = 20.0
     creator_link_days: int = 30
+    media_mode: str = "forward"
+    """"forward" (the product) or "transcode" (aiortc's decode/re-encode relay, a benchmark baseline)."""

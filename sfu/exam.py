@@ -1,0 +1,412 @@
+"""One running exam: its participants, the assignment under the cap, and what each is told.
+
+The exam owns everything below it (participants, grace timers, media). `close()`
+drops all of it; after that nothing of the exam is left in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .assignment import Assignment, AssignmentError, Move
+from .config import ServerConfig
+from .links import ExamSettings
+from .messages import ProtocolError
+from .participant import Participant
+from .router import ExamMedia
+
+logger = logging.getLogger(__name__)
+
+CLOSE_EXAM_ENDED = 4000
+CLOSE_SESSION_ENDED = 4002
+CLOSE_REPLACED = 4003
+
+THUMBNAIL_ENCODINGS: dict[str, dict[str, float]] = {
+    "webcam": {"maxBitrate": 150_000, "maxFramerate": 10, "scaleResolutionDownBy": 2.0},
+    "screen": {"maxBitrate": 150_000, "maxFramerate": 3, "scaleResolutionDownBy": 2.0},
+}
+FOCUS_ENCODINGS: dict[str, dict[str, float]] = {
+    "webcam": {"maxBitrate": 500_000, "maxFramerate": 15, "scaleResolutionDownBy": 1.0},
+    "screen": {"maxBitrate": 1_200_000, "maxFramerate": 5, "scaleResolutionDownBy": 1.0},
+}
+
+
+class Exam:
+    """The live state of one exam, in memory only."""
+
+    def __init__(self, settings: ExamSettings, config: ServerConfig, on_closed: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.id = settings.exam_id
+        self.cap = settings.cap
+        self.config = config
+        self.assignment = Assignment(settings.cap)
+        self.participants: dict[str, Participant] = {}
+        self.media = ExamMedia(self.id, config, oral=settings.kind == "oral")
+        self.focus: dict[str, str | None] = {}
+        self.talking: dict[str, str | None] = {}
+        self.slots: dict[str, dict[str, int]] = {}
+        self.slot_count: dict[str, int] = {}
+        self.closed = False
+        self._on_closed = on_closed
+        self._end_timer: asyncio.TimerHandle | None = None
+        delay = settings.ends_at - time.time()
+        self._end_timer = asyncio.get_running_loop().call_later(
+            max(0.0, delay), lambda: asyncio.ensure_future(self.close("time_up"))
+        )
+        self._stats_task = asyncio.ensure_future(self._push_stats_forever())
+
+    # -- who is here -----------------------------------------------------
+
+    def by_role(self, role: str) -> list[Participant]:
+        """Participants of one role, in joining order."""
+        return [p for p in self.participants.values() if p.role == role]
+
+    def find(self, participant_id: object, role: str) -> Participant:
+        """The participant with that id and role, or a `unknown_participant` error."""
+        participant = self.participants.get(participant_id) if isinstance(participant_id, str) else None
+        if participant is None or participant.role != role:
+            raise ProtocolError("unknown_participant")
+        return participant
+
+    def seat_holder(self, seat: str) -> Participant | None:
+        """The surveillant currently holding a seat (one link = one seat)."""
+        for participant in self.participants.values():
+            if participant.role == "surveillant" and participant.seat == seat:
+                return participant
+        return None
+
+    def by_resume(self, resume: object) -> Participant | None:
+        """The student whose resume secret this is, if any."""
+        if not isinstance(resume, str):
+            return None
+        for participant in self.participants.values():
+            if participant.role == "student" and participant.resume == resume:
+                return participant
+        return None
+
+    # -- joining and leaving ----------------------------------------------
+
+    def add_organiser(self, participant: Participant) -> None:
+        """An organiser watches the overview; they take no seat in the assignment."""
+        self.participants[participant.id] = participant
+        self.publish()
+
+    def add_surveillant(self, participant: Participant) -> None:
+        """A surveillant takes a seat and, with it, students from the queue."""
+        self.participants[participant.id] = participant
+        self.slot_count[participant.id] = self.cap
+        self.slots[participant.id] = {}
+        self.apply(self.assignment.add_surveillant(participant.id))
+        logger.info("exam %s: surveillant %s joined", self.id, participant.id)
+
+    def add_student(self, participant: Participant) -> None:
+        """A student is placed with a surveillant with room, or queued."""
+        self.participants[participant.id] = participant
+        self.apply([self.assignment.add_student(participant.id)])
+        logger.info("exam %s: student %s joined", self.id, participant.id)
+
+    async def remove(self, participant: Participant, reason: str) -> None:
+        """Drop a participant for good: their seat, their media, their place."""
+        if self.participants.pop(participant.id, None) is None:
+            return
+        participant.cancel_grace()
+        moves: list[Move] = []
+        if participant.role == "student":
+            surveillant = self.assignment.surveillant_of(participant.id)
+            if surveillant is not None:
+                self.slots.get(surveillant, {}).pop(participant.id, None)
+                if self.talking.get(surveillant) == participant.id:
+                    self.talking[surveillant] = None
+                if self.focus.get(surveillant) == participant.id:
+                    self.focus[surveillant] = None
+            moves = self.assignment.remove_student(participant.id)
+        elif participant.role == "surveillant":
+            moves = self.assignment.remove_surveillant(participant.id)
+            self.slots.pop(participant.id, None)
+            self.slot_count.pop(participant.id, None)
+            self.focus.pop(participant.id, None)
+            self.talking.pop(participant.id, None)
+        await self.media.remove_participant(participant.id)
+        logger.info("exam %s: %s %s removed (%s)", self.id, participant.role, participant.id, reason)
+        self.apply(moves)
+
+    def disconnected(self, participant: Participant) -> None:
+        """The socket dropped: keep the place for a grace period, then remove."""
+        if participant.id not in self.participants or self.closed:
+            return
+        if participant.role == "organiser":
+            self.participants.pop(participant.id, None)
+            return
+        grace = (
+            self.config.surveillant_grace_seconds
+            if participant.role == "surveillant"
+            else self.config.student_grace_seconds
+        )
+        if participant.role == "surveillant":
+            self.apply(self.assignment.set_available(participant.id, False))
+        else:
+            surveillant = self.assignment.surveillant_of(participant.id)
+            if surveillant is not None:
+                self.alert(surveillant, participant.id, "connection_lost")
+        participant.cancel_grace()
+        participant.grace_task = asyncio.ensure_future(self._expire_after(participant, grace))
+        self.publish()
+
+    def reconnected(self, participant: Participant) -> None:
+        """The same seat came back within its grace period."""
+        participant.cancel_grace()
+        participant.last_pushed.clear()
+        if participant.role == "surveillant" and not self.assignment.is_available(participant.id):
+            self.apply(self.assignment.set_available(participant.id, True))
+        self.publish()
+
+    async def _expire_after(self, participant: Participant, grace: float) -> None:
+        await asyncio.sleep(grace)
+        if not participant.connected:
+            participant.grace_task = None
+            await self.remove(participant, "grace_expired")
+
+    # -- assignment -----------------------------------------------------------
+
+    def apply(self, moves: Iterable[Move]) -> None:
+        """Carry out assignment moves: slots, media routes and what everyone is told."""
+        for move in moves:
+            for slots in self.slots.values():
+                slots.pop(move.student, None)
+            if move.surveillant is None:
+                self.media.route(move.student, None, None)
+                continue
+            slot = self._free_slot(move.surveillant)
+            self.slots[move.surveillant][move.student] = slot
+            self.media.route(move.student, move.surveillant, slot)
+            student = self.participants.get(move.student)
+            if student is not None:
+                self.send_quality(student, focused=False)
+        self.publish()
+
+    def _free_slot(self, surveillant: str) -> int:
+        taken = set(self.slots[surveillant].values())
+        slot = 0
+        while slot in taken:
+            slot += 1
+        return slot
+
+    def hand_over(self, student_id: str, to: str) -> None:
+        """Move a student to another surveillant with room; their media follows at once."""
+        try:
+            moves = self.assignment.hand_over(student_id, to)
+        except AssignmentError as error:
+            raise ProtocolError(error.code) from None
+        self.apply(moves)
+
+    def set_cap(self, cap: int) -> None:
+        """Change the cap for new arrivals; no surveillant loses a student."""
+        try:
+            moves = self.assignment.set_cap(cap)
+        except AssignmentError as error:
+            raise ProtocolError(error.code) from None
+        self.cap = cap
+        self.apply(moves)
+
+    # -- what everyone is told ------------------------------------------------
+
+    def publish(self) -> None:
+        """Tell every connected participant the part of the state that is theirs."""
+        if self.closed:
+            return
+        queue = self.assignment.queue()
+        for student_id in queue:
+            student = self.participants.get(student_id)
+            if student is not None:
+                student.push_if_changed(
+                    "placement", {"type": "queue", "v": 1, "position": queue.index(student_id) + 1}
+                )
+        for surveillant in self.by_role("surveillant"):
+            for student_id in self.assignment.students_of(surveillant.id):
+                student = self.participants.get(student_id)
+                if student is not None:
+                    student.push_if_changed(
+                        "placement",
+                        {
+                            "type": "assigned",
+                            "v": 1,
+                            "surveillant": {"id": surveillant.id, "name": surveillant.name},
+                        },
+                    )
+            surveillant.push_if_changed("roster", self.roster_for(surveillant))
+        overview = self.overview()
+        for organiser in self.by_role("organiser"):
+            organiser.push_if_changed("overview", overview)
+
+    def roster_for(self, surveillant: Participant) -> dict[str, Any]:
+        """The surveillant's view: their students, their slots, and who could take a hand-over."""
+        students = []
+        for student_id in self.assignment.students_of(surveillant.id):
+            student = self.participants.get(student_id)
+            if student is None:
+                continue
+            students.append(
+                {
+                    "id": student.id,
+                    "name": student.name,
+                    "slot": self.slots[surveillant.id].get(student.id),
+                    "hand": student.hand_raised,
+                    "status": student.status.to_public(),
+                    "connected": student.connected,
+                }
+            )
+        others = [
+            {"id": other.id, "name": other.name, "room": self.assignment.has_room(other.id)}
+            for other in self.by_role("surveillant")
+            if other.id != surveillant.id and self.assignment.is_available(other.id)
+        ]
+        return {
+            "type": "roster",
+            "v": 1,
+            "slots": self.slot_count.get(surveillant.id, self.cap),
+            "cap": self.cap,
+            "students": students,
+            "queue": len(self.assignment.queue()),
+            "others": others,
+            "focus": self.focus.get(surveillant.id),
+            "talking": self.talking.get(surveillant.id),
+        }
+
+    def overview(self) -> dict[str, Any]:
+        """The organiser's view: counts, not media."""
+        return {
+            "type": "overview",
+            "v": 1,
+            "cap": self.cap,
+            "surveillants": [
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "students": len(self.assignment.students_of(s.id)),
+                    "cap": self.cap,
+                    "alerts": s.alerts,
+                    "connected": s.connected,
+                }
+                for s in self.by_role("surveillant")
+            ],
+            "queue": [
+                {"id": student_id, "position": position}
+                for position, student_id in enumerate(self.assignment.queue(), start=1)
+            ],
+        }
+
+    def alert(self, surveillant_id: str, student_id: str, kind: str) -> None:
+        """A live alert for the student's surveillant; counted for the organiser, never stored."""
+        surveillant = self.participants.get(surveillant_id)
+        if surveillant is None:
+            return
+        surveillant.alerts += 1
+        surveillant.push({"type": "alert", "v": 1, "student_id": student_id, "kind": kind})
+
+    def send_quality(self, student: Participant, focused: bool) -> None:
+        """Ask the student's browser to send thumbnail or focus quality."""
+        student.push(
+            {
+                "type": "quality",
+                "v": 1,
+                "level": "focus" if focused else "thumbnail",
+                "encodings": FOCUS_ENCODINGS if focused else THUMBNAIL_ENCODINGS,
+            }
+        )
+
+    # -- actions ----------------------------------------------------------------
+
+    def assigned_student(self, surveillant: Participant, student_id: object) -> Participant:
+        """A student assigned to this surveillant, or `not_allowed` / `unknown_participant`."""
+        student = self.find(student_id, "student")
+        if self.assignment.surveillant_of(student.id) != surveillant.id:
+            raise ProtocolError("not_allowed")
+        return student
+
+    def set_focus(self, surveillant: Participant, student_id: str | None) -> None:
+        """Full quality for the focused student, thumbnail for the one focused before."""
+        new = self.assigned_student(surveillant, student_id) if student_id is not None else None
+        old_id = self.focus.get(surveillant.id)
+        if old_id is not None and (new is None or new.id != old_id):
+            old = self.participants.get(old_id)
+            if old is not None:
+                self.send_quality(old, focused=False)
+        self.focus[surveillant.id] = new.id if new else None
+        if new is not None:
+            self.send_quality(new, focused=True)
+        self.publish()
+
+    def set_talk(self, surveillant: Participant, student: Participant, on: bool) -> None:
+        """Route the surveillant's voice to this one student, only while talking."""
+        current = self.talking.get(surveillant.id)
+        if on:
+            if current is not None and current != student.id:
+                previous = self.participants.get(current)
+                if previous is not None:
+                    previous.push({"type": "talk", "v": 1, "on": False, "from": surveillant.name})
+            self.talking[surveillant.id] = student.id
+        elif current == student.id:
+            self.talking[surveillant.id] = None
+        self.media.set_talk(surveillant.id, self.talking.get(surveillant.id))
+        student.push({"type": "talk", "v": 1, "on": on, "from": surveillant.name})
+        self.publish()
+
+    async def end_session(self, student: Participant, reason: str) -> None:
+        """The surveillant ends one student's session; the student is told why."""
+        socket = student.socket
+        student.push({"type": "session_ended", "v": 1, "reason": reason})
+        await asyncio.sleep(0)
+        await self.remove(student, "ended_by_surveillant")
+        await _flush_and_close(student, socket, CLOSE_SESSION_ENDED)
+
+    async def _push_stats_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for surveillant in self.by_role("surveillant"):
+                if not surveillant.connected:
+                    continue
+                students = self.assignment.students_of(surveillant.id)
+                if students:
+                    surveillant.push(
+                        {"type": "stats", "v": 1, "tracks": {s: self.media.track_stats(s) for s in students}}
+                    )
+
+    # -- the end ------------------------------------------------------------------
+
+    async def close(self, reason: str) -> None:
+        """End the exam: tell everyone, close every connection, drop all state."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._end_timer is not None:
+            self._end_timer.cancel()
+            self._end_timer = None
+        self._stats_task.cancel()
+        participants = list(self.participants.values())
+        sockets = [(p, p.socket) for p in participants]
+        for participant in participants:
+            participant.cancel_grace()
+            participant.push({"type": "exam_ended", "v": 1, "reason": reason})
+        await asyncio.sleep(0)
+        await asyncio.gather(
+            *(_flush_and_close(p, socket, CLOSE_EXAM_ENDED) for p, socket in sockets), return_exceptions=True
+        )
+        await self.media.close()
+        await asyncio.gather(self._stats_task, return_exceptions=True)
+        self.participants.clear()
+        self.slots.clear()
+        self.focus.clear()
+        self.talking.clear()
+        logger.info("exam %s: ended (%s)", self.id, reason)
+        self._on_closed(self.id)
+
+
+async def _flush_and_close(participant: Participant, socket: Any, code: int) -> None:
+    """Let the participant's writer send what is queued, then close with `code`."""
+    await participant.finish()
+    if socket is not None and not socket.closed:
+        await socket.close(code=code, message=b"")
