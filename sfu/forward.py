@@ -1,0 +1,129 @@
+"""A leg: one outgoing track on a subscriber's peer connection, fed by at most one publication.
+
+Forwarding rewrites SSRC, payload type, sequence number and timestamp for the
+leg and sends the payload as it came: no decoding, no encoding. The leg keeps
+its sequence and timestamp continuous when its source changes (hand-over), and
+a video leg starts only at a keyframe.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from .rtp_header import RtpView, abs_send_time, extension_block, header, vp8_keyframe_start
+
+if TYPE_CHECKING:
+    from .publication import Publication
+
+HISTORY_SIZE = 256
+"""Packets kept per leg for retransmission on NACK (a power of two)."""
+
+VIDEO_GAP_TICKS = 3000
+AUDIO_GAP_TICKS = 960
+
+
+class PacketSink(Protocol):
+    """Where a leg's packets go: the subscriber's SRTP session and ICE pair."""
+
+    def send_rtp(self, packet: bytes) -> None: ...
+
+
+class Leg:
+    """One outgoing track: its own SSRC, payload type and extension ids; its source may change."""
+
+    def __init__(
+        self,
+        sink: PacketSink,
+        kind: str,
+        ssrc: int,
+        payload_type: int,
+        mid: str | None,
+        mid_id: int | None,
+        abs_send_time_id: int | None,
+    ) -> None:
+        self.sink = sink
+        self.kind = kind
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.source: Publication | None = None
+        self.started = False
+        self.packets_sent = 0
+        self.retransmitted = 0
+        self._sequence_offset = 0
+        self._timestamp_offset = 0
+        self._next_sequence = 1
+        self._next_timestamp = 0
+        self._last_sequence = 0
+        self._last_timestamp = 0
+        self._history: list[bytes | None] = [None] * HISTORY_SIZE
+        elements: list[tuple[int, bytes]] = []
+        if mid is not None and mid_id is not None:
+            elements.append((mid_id, mid.encode()))
+        self._abs_send_time_id = abs_send_time_id if kind == "video" else None
+        if self._abs_send_time_id is not None:
+            # Everything up to the abs-send-time value is fixed; the value is written per packet.
+            full = extension_block(elements + [(self._abs_send_time_id, b"\x00\x00\x00")])
+            fixed = 4 + sum(1 + len(value) for _, value in elements) + 1
+            self._extension_prefix = full[:fixed]
+            self._extension_padding = full[fixed + 3 :]
+        else:
+            self._extension_prefix = extension_block(elements) if elements else b""
+            self._extension_padding = b""
+
+    def attach(self, source: Publication | None) -> None:
+        """Feed this leg from `source` (or nothing); the old source lets go of it."""
+        if source is self.source:
+            return
+        old = self.source
+        if old is not None and old.leg is self:
+            old.leg = None
+        if source is not None:
+            if source.leg is not None and source.leg is not self:
+                source.leg.attach(None)
+            source.leg = self
+        self.source = source
+        self.started = False
+        if self.packets_sent:
+            self._next_sequence = (self._last_sequence + 1) & 0xFFFF
+            step = VIDEO_GAP_TICKS if self.kind == "video" else AUDIO_GAP_TICKS
+            self._next_timestamp = (self._last_timestamp + step) & 0xFFFFFFFF
+        if source is not None:
+            source.request_keyframe()
+
+    def send(self, packet: bytes, view: RtpView) -> None:
+        """Rewrite one packet of the source for this leg and send it."""
+        if not self.started:
+            if self.kind == "video" and not vp8_keyframe_start(memoryview(packet)[view.payload_start : view.payload_end]):
+                if self.source is not None:
+                    self.source.request_keyframe()
+                return
+            self.started = True
+            self._sequence_offset = (self._next_sequence - view.sequence) & 0xFFFF
+            self._timestamp_offset = (self._next_timestamp - view.timestamp) & 0xFFFFFFFF
+        sequence = (view.sequence + self._sequence_offset) & 0xFFFF
+        timestamp = (view.timestamp + self._timestamp_offset) & 0xFFFFFFFF
+        if self._abs_send_time_id is not None:
+            extensions = self._extension_prefix + abs_send_time(time.time()) + self._extension_padding
+        else:
+            extensions = self._extension_prefix
+        out = header(view.marker, self.payload_type, sequence, timestamp, self.ssrc, extensions) + packet[
+            view.payload_start : view.payload_end
+        ]
+        self._history[sequence % HISTORY_SIZE] = out
+        self._last_sequence = sequence
+        self._last_timestamp = timestamp
+        self.packets_sent += 1
+        self.sink.send_rtp(out)
+
+    def retransmit(self, sequences: list[int]) -> None:
+        """Send again what the subscriber reported lost (NACK), if still in the history."""
+        for sequence in sequences:
+            packet = self._history[sequence % HISTORY_SIZE]
+            if packet is not None and int.from_bytes(packet[2:4], "big") == sequence:
+                self.retransmitted += 1
+                self.sink.send_rtp(packet)
+
+    def last_sent(self) -> tuple[int, int]:
+        """(packets sent, last RTP timestamp), for sender reports."""
+        return self.packets_sent, self._last_timestamp

@@ -1,0 +1,413 @@
+"""One participant's WebRTC connection to the SFU, and the RTP fast path on it.
+
+aiortc does the negotiation (SDP, ICE, DTLS). Once SRTP keys exist, media does
+not go through aiortc's jitter buffer, decoder or sender loops: datagrams are
+taken straight from the ICE socket, decrypted, handed to their publication,
+and legs send through the subscriber's SRTP session and nominated ICE pair.
+RTCP (keyframe requests, NACK, receiver reports, REMB) is ours too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pylibsrtp
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    pack_remb_fci,
+)
+from aiortc.sdp import SessionDescription
+
+from .config import IceServer
+from .forward import Leg
+from .publication import Publication
+
+logger = logging.getLogger(__name__)
+
+CODEC_BY_KIND = {"video": "video/VP8", "audio": "audio/opus"}
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+RTCP_INTERVAL = 1.0
+REMB_BITRATE = 3_000_000
+MAX_OFFER_MEDIA = 3 * 50 + 2
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    """One m-line the SFU expects: its name, kind, and whether the SFU receives or sends it."""
+
+    name: str
+    kind: str
+    receives: bool
+
+
+def student_layout() -> list[TrackSpec]:
+    """Webcam, screen, microphone in; talk-back voice and examiner camera out."""
+    return [
+        TrackSpec("webcam", "video", True),
+        TrackSpec("screen", "video", True),
+        TrackSpec("microphone", "audio", True),
+        TrackSpec("talk", "audio", False),
+        TrackSpec("examiner", "video", False),
+    ]
+
+
+def surveillant_layout(slots: int) -> list[TrackSpec]:
+    """Per slot webcam, screen, microphone out; the surveillant's voice and camera in."""
+    layout = []
+    for slot in range(slots):
+        layout += [
+            TrackSpec(f"webcam{slot}", "video", False),
+            TrackSpec(f"screen{slot}", "video", False),
+            TrackSpec(f"microphone{slot}", "audio", False),
+        ]
+    return layout + [TrackSpec("talk", "audio", True), TrackSpec("camera", "video", True)]
+
+
+def check_offer(sdp: str, layout: list[TrackSpec]) -> None:
+    """Refuse an offer whose m-lines do not match the layout (count, kind, direction, codec)."""
+    description = SessionDescription.parse(sdp)
+    media = description.media
+    if len(media) != len(layout) or len(media) > MAX_OFFER_MEDIA:
+        raise ValueError("wrong number of media sections")
+    for section, spec in zip(media, layout):
+        if section.kind != spec.kind:
+            raise ValueError("wrong media kind")
+        wanted = ("sendonly", "sendrecv") if spec.receives else ("recvonly", "sendrecv")
+        if section.direction not in wanted:
+            raise ValueError("wrong direction")
+        if not any(codec.mimeType.lower() == CODEC_BY_KIND[spec.kind].lower() for codec in section.rtp.codecs):
+            raise ValueError("codec not offered")
+        if not section.dtls or not section.dtls.fingerprints:
+            raise ValueError("no fingerprint")
+    mids = {section.rtp.muxId for section in media}
+    if not any(group.semantic == "BUNDLE" and set(group.items) == mids for group in description.group):
+        raise ValueError("all media must be bundled on one transport")
+
+
+async def _not_started(parameters: Any) -> None:
+    """Stands in for aiortc's per-track send and receive loops (jitter buffer, decoder
+    thread, encoder, RTCP), which the fast path makes useless."""
+
+
+def _extension_id(transceiver: Any, uri: str) -> int | None:
+    for extension in transceiver._headerExtensions:
+        if extension.uri == uri:
+            return extension.id
+    return None
+
+
+class MediaPeer:
+    """A participant's peer connection, laid out as `layout`, forwarding at the RTP level."""
+
+    def __init__(
+        self,
+        owner: str,
+        layout: list[TrackSpec],
+        ice_servers: tuple[IceServer, ...],
+        on_closed: Callable[[MediaPeer], None] | None = None,
+        passthrough: bool = True,
+    ) -> None:
+        self.owner = owner
+        self.layout = layout
+        self.passthrough = passthrough
+        configuration = RTCConfiguration(
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in ice_servers]
+        )
+        self.pc = RTCPeerConnection(configuration)
+        self.publications: dict[str, Publication] = {}
+        self.legs: dict[str, Leg] = {}
+        self.transceivers: dict[str, Any] = {}
+        self.packets_received = 0
+        self.rtcp_ssrc = random.getrandbits(32)
+        self._by_ssrc: dict[int, Publication] = {}
+        self._legs_by_ssrc: dict[int, Leg] = {}
+        self._unrouted_mids: dict[str, Publication] = {}
+        self._mid_id: int | None = None
+        self._rx: pylibsrtp.Session | None = None
+        self._tx: pylibsrtp.Session | None = None
+        self._dtls: Any = None
+        self._connection: Any = None
+        self._rtcp_task: asyncio.Task[None] | None = None
+        self._last_sender_report: dict[int, tuple[int, float]] = {}
+        self._on_closed = on_closed
+        self.closed = False
+        self.pc.on("connectionstatechange", self._on_state)
+
+    # -- negotiation -----------------------------------------------------------
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Take the participant's offer and return the SFU's answer (VP8 and Opus only)."""
+        check_offer(offer_sdp, self.layout)
+        for spec in self.layout:
+            transceiver = self.pc.addTransceiver(spec.kind, direction="recvonly" if spec.receives else "sendonly")
+            transceiver.setCodecPreferences(
+                [
+                    codec
+                    for codec in RTCRtpSender.getCapabilities(spec.kind).codecs
+                    if codec.mimeType.lower() == CODEC_BY_KIND[spec.kind].lower()
+                ]
+            )
+            self.transceivers[spec.name] = transceiver
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        if len(self.pc.getTransceivers()) != len(self.layout):
+            raise ValueError("offer did not match the layout")
+        if self.passthrough:
+            self._prepare_fast_path()
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        if self.passthrough:
+            self._build_routes()
+        return self.pc.localDescription.sdp
+
+    def _prepare_fast_path(self) -> None:
+        """Keep aiortc's per-track machinery from starting: we forward and report ourselves."""
+        for spec in self.layout:
+            transceiver = self.transceivers[spec.name]
+            transceiver.sender.send = _not_started
+            transceiver.receiver.receive = _not_started
+
+    def _build_routes(self) -> None:
+        remote = SessionDescription.parse(self.pc.remoteDescription.sdp)
+        for spec, section in zip(self.layout, remote.media):
+            transceiver = self.transceivers[spec.name]
+            codec = transceiver._codecs[0]
+            self._mid_id = _extension_id(transceiver, MID_URI)
+            if spec.receives:
+                publication = Publication(
+                    source=spec.name,
+                    kind=spec.kind,
+                    payload_type=codec.payloadType,
+                    audio_level_id=_extension_id(transceiver, AUDIO_LEVEL_URI),
+                    request_keyframe=self.send_pli,
+                )
+                self.publications[spec.name] = publication
+                rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.ssrcs[1:]}
+                primary = [info.ssrc for info in section.ssrc if info.ssrc not in rtx]
+                if primary:
+                    self._learn(primary[0], publication)
+                elif transceiver.mid is not None:
+                    self._unrouted_mids[transceiver.mid] = publication
+            else:
+                leg = Leg(
+                    sink=self,
+                    kind=spec.kind,
+                    ssrc=transceiver.sender._ssrc,
+                    payload_type=codec.payloadType,
+                    mid=transceiver.mid,
+                    mid_id=self._mid_id,
+                    abs_send_time_id=_extension_id(transceiver, ABS_SEND_TIME_URI),
+                )
+                self.legs[spec.name] = leg
+                self._legs_by_ssrc[leg.ssrc] = leg
+        first = self.pc.getTransceivers()[0]
+        self._dtls = first.receiver.transport
+        self._connection = self._dtls.transport._connection
+        for protocol in self._connection._protocols:
+            self._hook(protocol)
+
+    def _learn(self, ssrc: int, publication: Publication) -> None:
+        publication.ssrc = ssrc
+        self._by_ssrc[ssrc] = publication
+
+    # -- the fast path -----------------------------------------------------------
+
+    def _hook(self, protocol: Any) -> None:
+        """Take SRTP/SRTCP datagrams off this ICE socket before aiortc sees them."""
+        original = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            rx = self._rx
+            if rx is None:
+                if self._dtls is not None and self._dtls._rx_srtp is not None:
+                    self._srtp_ready()
+                    rx = self._rx
+            if rx is not None and len(data) > 12 and 127 < data[0] < 192:
+                if 191 < data[1] < 224:
+                    self._receive_rtcp(rx, data)
+                else:
+                    self._receive_rtp(rx, data)
+                return
+            original(data, addr)
+
+        protocol.datagram_received = datagram_received
+
+    def _srtp_ready(self) -> None:
+        self._rx = self._dtls._rx_srtp
+        self._tx = self._dtls._tx_srtp
+        if self._rtcp_task is None:
+            self._rtcp_task = asyncio.ensure_future(self._report_forever())
+
+    def _receive_rtp(self, rx: pylibsrtp.Session, data: bytes) -> None:
+        publication = self._by_ssrc.get(int.from_bytes(data[8:12], "big"))
+        if publication is None and not self._unrouted_mids:
+            return
+        try:
+            packet = rx.unprotect(data)
+        except pylibsrtp.Error:
+            return
+        self.packets_received += 1
+        if publication is None:
+            publication = self._route_by_mid(packet)
+            if publication is None:
+                return
+        publication.receive(packet)
+
+    def _route_by_mid(self, packet: bytes) -> Publication | None:
+        """An SSRC the offer did not announce: learn it from its mid header extension."""
+        from .rtp_header import extension_value
+
+        if self._mid_id is None:
+            return None
+        mid = extension_value(packet, self._mid_id)
+        publication = self._unrouted_mids.pop(mid.decode(errors="replace"), None) if mid else None
+        if publication is not None:
+            self._learn(int.from_bytes(packet[8:12], "big"), publication)
+        return publication
+
+    def send_rtp(self, packet: bytes) -> None:
+        """Protect and send one RTP packet on the nominated ICE pair (drops it if not connected)."""
+        tx = self._tx
+        connection = self._connection
+        if tx is None or connection is None:
+            return
+        pair = connection._nominated.get(1)
+        if pair is None:
+            return
+        transport = pair.protocol.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.sendto(tx.protect(packet), pair.remote_addr)
+
+    # -- RTCP ------------------------------------------------------------------------
+
+    def _receive_rtcp(self, rx: pylibsrtp.Session, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(rx.unprotect_rtcp(data))
+        except (pylibsrtp.Error, ValueError):
+            return
+        for packet in packets:
+            if isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt == RTCP_PSFB_PLI:
+                    self._keyframe_wanted(packet.media_ssrc)
+                elif packet.fmt == RTCP_PSFB_FIR:
+                    for offset in range(0, len(packet.fci) - 7, 8):
+                        self._keyframe_wanted(int.from_bytes(packet.fci[offset : offset + 4], "big"))
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                leg = self._legs_by_ssrc.get(packet.media_ssrc)
+                if leg is not None:
+                    leg.retransmit(packet.lost)
+            elif isinstance(packet, RtcpSrPacket):
+                middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+                self._last_sender_report[packet.ssrc] = (middle, time.monotonic())
+
+    def _keyframe_wanted(self, ssrc: int) -> None:
+        """A subscriber asked for a keyframe of one of our legs: ask that leg's publisher."""
+        leg = self._legs_by_ssrc.get(ssrc)
+        if leg is not None and leg.source is not None:
+            leg.source.request_keyframe()
+
+    def send_pli(self, media_ssrc: int) -> None:
+        """Ask this peer for a keyframe of one of its tracks."""
+        self.send_rtcp([RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=media_ssrc)])
+
+    def send_rtcp(self, packets: list[Any]) -> None:
+        """Protect and send one compound RTCP packet."""
+        tx = self._tx
+        if tx is None:
+            return
+        try:
+            data = tx.protect_rtcp(b"".join(bytes(packet) for packet in packets))
+        except pylibsrtp.Error:
+            return
+        connection = self._connection
+        pair = connection._nominated.get(1) if connection is not None else None
+        if pair is not None and pair.protocol.transport is not None:
+            pair.protocol.transport.sendto(data, pair.remote_addr)
+
+    def receiver_report(self) -> list[Any]:
+        """Receiver report blocks and a REMB for what this peer publishes, so its browser keeps sending."""
+        reports = []
+        now = time.monotonic()
+        for publication in self.publications.values():
+            stats = publication.stats
+            if publication.ssrc is None or stats.expected_sequence is None:
+                continue
+            lsr, received_at = self._last_sender_report.get(publication.ssrc, (0, now))
+            delay = int((now - received_at) * 65536) if lsr else 0
+            reports.append(
+                RtcpReceiverInfo(
+                    ssrc=publication.ssrc,
+                    fraction_lost=0,
+                    packets_lost=min(stats.lost, 0x7FFFFF),
+                    highest_sequence=(stats.expected_sequence - 1) & 0xFFFF,
+                    jitter=0,
+                    lsr=lsr,
+                    dlsr=delay,
+                )
+            )
+        packets: list[Any] = []
+        if reports:
+            packets.append(RtcpRrPacket(ssrc=self.rtcp_ssrc, reports=reports[:31]))
+            video = [p.ssrc for p in self.publications.values() if p.kind == "video" and p.ssrc is not None]
+            if video:
+                packets.append(
+                    RtcpPsfbPacket(
+                        fmt=RTCP_PSFB_APP,
+                        ssrc=self.rtcp_ssrc,
+                        media_ssrc=0,
+                        fci=pack_remb_fci(REMB_BITRATE, video),
+                    )
+                )
+        return packets
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RTCP_INTERVAL * (0.5 + random.random()))
+            packets = self.receiver_report()
+            if packets:
+                self.send_rtcp(packets)
+
+    # -- life and death ------------------------------------------------------------
+
+    async def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed") and not self.closed:
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the connection and let go of every leg and publication."""
+        if self.closed:
+            return
+        self.closed = True
+        task, self._rtcp_task = self._rtcp_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for leg in self.legs.values():
+            leg.attach(None)
+        for publication in self.publications.values():
+            if publication.leg is not None:
+                publication.leg.attach(None)
+        self._rx = self._tx = None
+        self._connection = None
+        self._dtls = None
+        await self.pc.close()
+        if self._on_closed is not None:
+            self._on_closed(self)

@@ -1,0 +1,61 @@
+"""A publication: one incoming track (a student's webcam, screen or microphone, or a
+surveillant's voice or camera), read at the RTP level and handed to its one leg.
+
+Every packet is drained at once, watched or not: nothing queues here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .keyframes import KeyframeLimiter
+from .rtp_header import audio_level, extension_value, parse
+from .track_stats import TrackStats
+
+if TYPE_CHECKING:
+    from .forward import Leg
+
+
+class Publication:
+    """One incoming track of one peer, identified by its SSRC."""
+
+    def __init__(
+        self,
+        source: str,
+        kind: str,
+        payload_type: int,
+        audio_level_id: int | None,
+        request_keyframe: Callable[[int], None],
+    ) -> None:
+        self.source = source
+        self.kind = kind
+        self.payload_type = payload_type
+        self.audio_level_id = audio_level_id
+        self.ssrc: int | None = None
+        self.leg: Leg | None = None
+        self.stats = TrackStats()
+        self.keyframes = KeyframeLimiter()
+        self._request_keyframe = request_keyframe
+
+    def receive(self, packet: bytes) -> None:
+        """Handle one decrypted RTP packet of this track: count it and forward it (the hot path)."""
+        view = parse(packet)
+        if view is None or view.payload_type != self.payload_type:
+            return
+        gap = self.stats.count(view.payload_end - view.payload_start, view.sequence, view.marker, time.monotonic())
+        if self.kind == "audio":
+            if self.audio_level_id is not None and self.stats.packets % 5 == 0:
+                self.stats.audio_level = audio_level(extension_value(packet, self.audio_level_id))
+        elif gap:
+            # The uplink lost video we never get back: ask for a keyframe rather than freeze.
+            self.request_keyframe()
+        leg = self.leg
+        if leg is not None:
+            leg.send(packet, view)
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe (PLI), at most twice a second."""
+        if self.kind == "video" and self.ssrc is not None and self.keyframes.allow():
+            self._request_keyframe(self.ssrc)

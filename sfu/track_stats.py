@@ -1,0 +1,62 @@
+"""Live per-track figures for the surveillant's tiles: counted per packet, read once a second."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class TrackStats:
+    """Counters of one incoming track; `snapshot()` turns them into rates since the last call."""
+
+    __slots__ = ("packets", "bytes", "frames", "lost", "last_packet", "audio_level", "expected_sequence",
+                 "_last_snapshot", "_last_bytes", "_last_frames")
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.frames = 0
+        self.lost = 0
+        self.last_packet = 0.0
+        self.audio_level: int | None = None
+        self.expected_sequence: int | None = None
+        self._last_snapshot = time.monotonic()
+        self._last_bytes = 0
+        self._last_frames = 0
+
+    def count(self, size: int, sequence: int, marker: bool, now: float) -> int:
+        """Count one packet; returns how many packets were skipped before it (0 if in order)."""
+        self.packets += 1
+        self.bytes += size
+        self.last_packet = now
+        if marker:
+            self.frames += 1
+        expected = self.expected_sequence
+        gap = 0
+        if expected is not None:
+            delta = (sequence - expected) & 0xFFFF
+            if delta < 0x8000:
+                gap = delta
+                self.lost += gap
+                self.expected_sequence = (sequence + 1) & 0xFFFF
+        else:
+            self.expected_sequence = (sequence + 1) & 0xFFFF
+        return gap
+
+    def snapshot(self, kind: str) -> dict[str, Any]:
+        """Bitrate, frame rate, loss, silence and audio level since the previous snapshot."""
+        now = time.monotonic()
+        elapsed = max(now - self._last_snapshot, 1e-3)
+        figures: dict[str, Any] = {
+            "bitrate_kbps": round((self.bytes - self._last_bytes) * 8 / elapsed / 1000, 1),
+            "packets_lost": self.lost,
+            "ms_since_last_packet": round((now - self.last_packet) * 1000) if self.packets else None,
+        }
+        if kind == "video":
+            figures["frames_per_second"] = round((self.frames - self._last_frames) / elapsed, 1)
+        else:
+            figures["audio_level"] = None if self.audio_level is None else round((127 - self.audio_level) / 127, 2)
+        self._last_snapshot = now
+        self._last_bytes = self.bytes
+        self._last_frames = self.frames
+        return figures

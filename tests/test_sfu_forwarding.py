@@ -1,0 +1,196 @@
+"""The SFU through the real server: aiortc students and surveillants, real signalling, real media."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.peers import Client, StudentPeer, SurveillantPeer, wait_until
+
+
+async def create_exam(session: aiohttp.ClientSession, server: Any, **fields: Any) -> dict[str, Any]:
+    """Create an exam through the creator link; returns `exam_created`."""
+    organiser = Client(session, server.url)
+    await organiser.connect(server.creator_link.split("#", 1)[1])
+    created = await organiser.request(
+        {
+            "type": "create_exam",
+            "title": "Wiskunde B",
+            "kind": fields.get("kind", "written"),
+            "cap": fields.get("cap", 8),
+            "note": "",
+            "contact": "exams@example.org",
+            "ends_at": int(time.time()) + 3600,
+        }
+    )
+    await organiser.close()
+    assert created["type"] == "exam_created", created
+    return created
+
+
+def token(link: str) -> str:
+    return link.split("#", 1)[1]
+
+
+async def join_student(session: aiohttp.ClientSession, server: Any, created: dict[str, Any], name: str):
+    client = Client(session, server.url)
+    welcome = await client.connect(token(created["student_link"]), name=name)
+    assert welcome["type"] == "welcome", welcome
+    peer = StudentPeer()
+    await peer.connect(client)
+    return client, peer
+
+
+async def join_surveillant(session: aiohttp.ClientSession, server: Any, link: str, name: str, slots: int):
+    client = Client(session, server.url)
+    welcome = await client.connect(token(link), name=name)
+    assert welcome["type"] == "welcome", welcome
+    peer = SurveillantPeer(slots)
+    await peer.connect(client)
+    return client, peer
+
+
+async def test_student_media_reaches_surveillant_and_decodes(media_server: Any) -> None:
+    server = media_server
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=2)
+        surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0], "Mevr. Jansen", 2)
+        student, publisher = await join_student(session, server, created, "Sam")
+        assigned = await student.wait_for(lambda m: m["type"] == "assigned")
+        assert assigned["surveillant"]["name"] == "Mevr. Jansen"
+        roster = await surveillant.wait_for(lambda m: m["type"] == "roster" and m["students"])
+        slot = roster["students"][0]["slot"]
+        tiles = watcher.received[slot]
+        await wait_until(lambda: tiles["webcam"].frames >= 10 and tiles["screen"].frames >= 3, 15)
+        await wait_until(lambda: tiles["microphone"].frames >= 20, 10)
+        assert tiles["webcam"].last_frame.width == 320
+        assert tiles["screen"].last_frame.width == 640
+        # Nothing of the other slot: only this student's media arrived.
+        assert all(track.frames == 0 for track in watcher.received[1 - slot].values())
+        assert server.codec_calls == {}, "the server decoded or encoded media"
+        for closable in (publisher, watcher, student, surveillant):
+            await closable.close()
+
+
+async def test_late_surveillant_gets_a_picture_within_a_second(media_server: Any) -> None:
+    server = media_server
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=1)
+        student, publisher = await join_student(session, server, created, "Noor")
+        await student.wait_for(lambda m: m["type"] == "queue")
+        # Let the student's stream run past its first keyframe.
+        await wait_until(lambda: publisher.webcam.count > 30, 10)
+        surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0], "Dhr. de Vries", 1)
+        await student.wait_for(lambda m: m["type"] == "assigned")
+        connected_at = time.monotonic()
+        await wait_until(lambda: watcher.pc.connectionState == "connected", 10)
+        took = await wait_until(lambda: watcher.received[0]["webcam"].frames >= 1, 5)
+        assert took < 5
+        assert watcher.received[0]["webcam"].first_at is not None
+        assert watcher.received[0]["webcam"].first_at - connected_at < 3.0
+        for closable in (publisher, watcher, student, surveillant):
+            await closable.close()
+
+
+async def test_hand_over_moves_streams_without_reconnecting(media_server: Any) -> None:
+    server = media_server
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=2)
+        organiser = Client(session, server.url)
+        await organiser.connect(token(created["organiser_link"]))
+        second_link = (await organiser.request({"type": "add_surveillant"}))["link"]
+        first, first_peer = await join_surveillant(session, server, created["surveillant_links"][0], "A", 2)
+        student, publisher = await join_student(session, server, created, "Lotte")
+        roster = await first.wait_for(lambda m: m["type"] == "roster" and m["students"])
+        student_id = roster["students"][0]["id"]
+        second, second_peer = await join_surveillant(session, server, second_link, "B", 2)
+        await wait_until(lambda: first_peer.received[0]["webcam"].frames >= 5, 15)
+        roster = await first.wait_for(lambda m: m["type"] == "roster" and m["others"])
+        reply = await first.request({"type": "hand_over", "student_id": student_id, "to": roster["others"][0]["id"]})
+        assert reply["type"] == "ack", reply
+        moved = await student.wait_for(lambda m: m["type"] == "assigned" and m["surveillant"]["name"] == "B")
+        assert moved
+        await wait_until(lambda: second_peer.received[0]["webcam"].frames >= 5, 10)
+        before = first_peer.received[0]["webcam"].frames
+        await wait_until(lambda: second_peer.received[0]["webcam"].frames >= 15, 10)
+        assert first_peer.received[0]["webcam"].frames - before <= 2
+        assert publisher.pc.connectionState == "connected"
+        for closable in (publisher, first_peer, second_peer, student, first, second, organiser):
+            await closable.close()
+
+
+async def test_talk_back_reaches_only_the_chosen_student(media_server: Any) -> None:
+    server = media_server
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=2)
+        surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0], "C", 2)
+        one, one_peer = await join_student(session, server, created, "Een")
+        two, two_peer = await join_student(session, server, created, "Twee")
+        roster = await surveillant.wait_for(lambda m: m["type"] == "roster" and len(m["students"]) == 2)
+        ids = {entry["name"]: entry["id"] for entry in roster["students"]}
+        await wait_until(lambda: one_peer.pc.connectionState == "connected", 10)
+        assert one_peer.voice.frames == 0 and two_peer.voice.frames == 0
+        reply = await surveillant.request({"type": "talk", "student_id": ids["Twee"], "on": True})
+        assert reply["type"] == "ack"
+        await two.wait_for(lambda m: m["type"] == "talk" and m["on"])
+        await wait_until(lambda: two_peer.voice.frames >= 25, 10)
+        assert one_peer.voice.frames == 0
+        await surveillant.request({"type": "talk", "student_id": ids["Twee"], "on": False})
+        stopped_at = two_peer.voice.frames
+        await wait_until(lambda: watcher.received[0]["webcam"].frames >= 5, 5)
+        await _sleep(1.0)
+        assert two_peer.voice.frames - stopped_at < 15
+        assert one_peer.voice.frames == 0
+        for closable in (one_peer, two_peer, watcher, one, two, surveillant):
+            await closable.close()
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+@pytest.fixture
+async def media_server(server: Any) -> Any:
+    """The real application, counting every packet the server hands to aiortc's decode or encode path."""
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    from sfu.app import REGISTRY
+
+    calls: dict[str, int] = {}
+    registry = server.app[REGISTRY]
+
+    def server_owned(thing: Any) -> bool:
+        for exam in registry.exams.values():
+            for peer in exam.media.peers.values():
+                for transceiver in peer.pc.getTransceivers():
+                    if thing is transceiver.receiver or thing is transceiver.sender:
+                        return True
+        return False
+
+    original_receive = RTCRtpReceiver._handle_rtp_packet
+    original_encode = RTCRtpSender._next_encoded_frame
+
+    async def counting_receive(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if server_owned(self):
+            calls["depacketize_decode"] = calls.get("depacketize_decode", 0) + 1
+        return await original_receive(self, *args, **kwargs)
+
+    async def counting_encode(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if server_owned(self):
+            calls["encode"] = calls.get("encode", 0) + 1
+        return await original_encode(self, *args, **kwargs)
+
+    RTCRtpReceiver._handle_rtp_packet = counting_receive
+    RTCRtpSender._next_encoded_frame = counting_encode
+    try:
+        yield SimpleNamespace(url=server.url, app=server.app, creator_link=server.creator_link, codec_calls=calls)
+    finally:
+        RTCRtpReceiver._handle_rtp_packet = original_receive
+        RTCRtpSender._next_encoded_frame = original_encode
