@@ -114,12 +114,11 @@ class Connection:
         """Route a checked message to its handler."""
         kind = message["type"]
         ref = message.get("id")
-        if kind == "hello":
-            await self.hello(message)
-            return
-        handler = getattr(self, "on_" + kind)
         try:
-            await handler(message, ref)
+            if kind == "hello":
+                await self.hello(message)
+            else:
+                await getattr(self, "on_" + kind)(message, ref)
         except ProtocolError as error:
             error.ref = ref
             raise

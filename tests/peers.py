@@ -58,12 +58,16 @@ class Client:
         await self.send({"v": 1, **message, "id": ref})
         return await self.wait_for(lambda m: m.get("re") == ref, timeout)
 
-    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
-        """The first message (seen or coming) that matches."""
+    def mark(self) -> int:
+        """A position in the received messages, for `wait_for(..., after=mark)`."""
+        return len(self.received)
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0, after: int = 0) -> dict[str, Any]:
+        """The first message (seen since `after`, or coming) that matches."""
         async with asyncio.timeout(timeout):
             async with self._changed:
                 while True:
-                    for message in self.received:
+                    for message in self.received[after:]:
                         if predicate(message):
                             return message
                     if self.closed_code is not None:
