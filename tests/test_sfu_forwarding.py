@@ -194,3 +194,37 @@ async def media_server(server: Any) -> Any:
     finally:
         RTCRtpReceiver._handle_rtp_packet = original_receive
         RTCRtpSender._next_encoded_frame = original_encode
+
+
+async def test_a_student_nobody_watches_does_not_grow_server_memory(media_server: Any) -> None:
+    import tracemalloc
+
+    from sfu.app import REGISTRY
+
+    server = media_server
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=1)
+        student, publisher = await join_student(session, server, created, "Niemand kijkt")
+        await student.wait_for(lambda m: m["type"] == "queue")
+        exam = server.app[REGISTRY].exams[created["exam"]["id"]]
+        peer = next(iter(exam.media.peers.values()))
+        await wait_until(lambda: peer.publications["webcam"].stats.packets > 20, 10)
+        tracemalloc.start(5)
+        try:
+            await _sleep(1.0)
+            before = tracemalloc.take_snapshot()
+            packets_before = peer.packets_received
+            await _sleep(4.0)
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        assert peer.packets_received - packets_before > 150, "the student was not sending"
+        only_sfu = [tracemalloc.Filter(True, "*/sfu/*")]
+        growth = sum(stat.size_diff for stat in after.filter_traces(only_sfu).compare_to(
+            before.filter_traces(only_sfu), "filename"))
+        assert growth < 64 * 1024, f"server code grew by {growth} bytes while nobody watched"
+        # Nothing queues below us either: aioice's datagram queue stays empty.
+        assert peer._connection._queue.qsize() == 0
+        assert all(p.leg is None for p in peer.publications.values())
+        await publisher.close()
+        await student.close()
