@@ -204,7 +204,10 @@ class Exam:
         self.apply(moves)
 
     def set_cap(self, cap: int) -> None:
-        """Change the cap for new arrivals; no surveillant loses a student."""
+        """Change the cap for new arrivals; never below what a surveillant already has."""
+        busiest = max((len(self.assignment.students_of(s)) for s in self.assignment.surveillants()), default=0)
+        if cap < busiest:
+            raise ProtocolError("invalid")
         try:
             moves = self.assignment.set_cap(cap)
         except AssignmentError as error:
@@ -267,7 +270,7 @@ class Exam:
         return {
             "type": "roster",
             "v": 1,
-            "slots": self.slot_count.get(surveillant.id, self.cap),
+            "slots": self.cap,
             "cap": self.cap,
             "students": students,
             "queue": len(self.assignment.queue()),

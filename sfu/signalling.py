@@ -250,9 +250,9 @@ class Connection:
             if participant.role == "student":
                 coroutine = exam.media.student_offer(participant.id, message["sdp"])
             else:
-                coroutine = exam.media.surveillant_offer(
-                    participant.id, message["sdp"], exam.slot_count.get(participant.id, exam.cap)
-                )
+                # A (re)offer is laid out for the current cap: raising the cap makes the desk re-offer.
+                exam.slot_count[participant.id] = exam.cap
+                coroutine = exam.media.surveillant_offer(participant.id, message["sdp"], exam.cap)
             answer = await asyncio.wait_for(coroutine, OFFER_TIMEOUT)
         except (ValueError, asyncio.TimeoutError, ProtocolError) as error:
             logger.info("exam %s: offer of %s refused (%s)", exam.id, participant.id, type(error).__name__)

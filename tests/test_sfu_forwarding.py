@@ -228,3 +228,64 @@ async def test_a_student_nobody_watches_does_not_grow_server_memory(media_server
         assert all(p.leg is None for p in peer.publications.values())
         await publisher.close()
         await student.close()
+
+
+async def test_oral_exam_examiner_and_student_see_and_hear_each_other(media_server: Any) -> None:
+    server = media_server
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, kind="oral", cap=1)
+        assert created["exam"]["cap"] == 1
+        examiner = Client(session, server.url)
+        await examiner.connect(token(created["surveillant_links"][0]), name="Examinator")
+        examiner_peer = SurveillantPeer(1, with_voice=True, with_camera=True)
+        await examiner_peer.connect(examiner)
+        first, first_peer = await join_student(session, server, created, "Eerste")
+        second, second_peer = await join_student(session, server, created, "Tweede")
+        await second.wait_for(lambda m: m["type"] == "queue" and m["position"] == 1)
+        await wait_until(lambda: first_peer.examiner.frames >= 5 and first_peer.voice.frames >= 25, 15)
+        await wait_until(lambda: examiner_peer.received[0]["webcam"].frames >= 5, 10)
+        assert second_peer.examiner.frames == 0 and second_peer.voice.frames == 0
+        # "Next student": the examiner ends the session; the next one is admitted and sees the examiner.
+        roster = examiner.latest("roster")
+        reply = await examiner.request(
+            {"type": "end_session", "student_id": roster["students"][0]["id"], "reason": "Klaar, dank je."}
+        )
+        assert reply["type"] == "ack", reply
+        ended = await first.wait_for(lambda m: m["type"] == "session_ended")
+        assert ended["reason"] == "Klaar, dank je."
+        await second.wait_for(lambda m: m["type"] == "assigned")
+        await wait_until(lambda: second_peer.examiner.frames >= 5 and second_peer.voice.frames >= 25, 15)
+        assert server.codec_calls == {}
+        for closable in (first_peer, second_peer, examiner_peer, first, second, examiner):
+            await closable.close()
+
+
+async def test_focus_asks_for_full_quality_and_stats_flow(media_server: Any) -> None:
+    server = media_server
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=2)
+        surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0], "F", 2)
+        student, publisher = await join_student(session, server, created, "Focus")
+        first_quality = await student.wait_for(lambda m: m["type"] == "quality")
+        assert first_quality["level"] == "thumbnail"
+        roster = await surveillant.wait_for(lambda m: m["type"] == "roster" and m["students"])
+        student_id = roster["students"][0]["id"]
+        mark = student.mark()
+        assert (await surveillant.request({"type": "focus", "student_id": student_id}))["type"] == "ack"
+        focus = await student.wait_for(lambda m: m["type"] == "quality", after=mark)
+        assert focus["level"] == "focus"
+        assert focus["encodings"]["webcam"]["scaleResolutionDownBy"] == 1.0
+        mark = student.mark()
+        await surveillant.request({"type": "focus", "student_id": None})
+        back = await student.wait_for(lambda m: m["type"] == "quality", after=mark)
+        assert back["level"] == "thumbnail"
+        stats = await surveillant.wait_for(
+            lambda m: m["type"] == "stats" and m["tracks"].get(student_id, {}).get("webcam", {}).get("bitrate_kbps", 0) > 0,
+            timeout=10,
+        )
+        webcam = stats["tracks"][student_id]["webcam"]
+        assert webcam["frames_per_second"] > 0
+        assert webcam["ms_since_last_packet"] < 1000
+        assert "audio_level" in stats["tracks"][student_id]["microphone"]
+        for closable in (publisher, watcher, student, surveillant):
+            await closable.close()
