@@ -187,7 +187,7 @@ class Connection:
                 "participant_id": participant.id,
                 "resume": participant.resume if participant.role == "student" else None,
                 "exam": exam.settings.to_public() if exam is not None else None,
-                "cap": exam.cap if exam is not None else None,
+                "cap": exam.cap if exam is not None else self.registry.config.default_cap,
                 "ice_servers": [server.to_browser() for server in self.registry.config.ice_servers],
             }
         )
