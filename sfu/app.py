@@ -55,10 +55,7 @@ def make_app(config: ServerConfig) -> web.Application:
 
 
 def _add_pages(app: web.Application) -> None:
-    try:  # TEMPORARY while the pages are written
-        from student_join.routes import student_app
-    except ImportError:
-        return
+    from student_join.routes import student_app
     from surveillant_ui.routes import desk_app, organise_app
 
     app.add_subapp("/join/", student_app())
