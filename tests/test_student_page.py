@@ -400,3 +400,17 @@ async def test_the_keyboard_alone_gets_through_the_notice(
     await page.wait_for_selector("#step-check:not([hidden])")
     assert await page.evaluate("document.activeElement.id") == "check-heading"
     assert page.errors == []
+
+
+async def test_upload_check_is_rate_limited_per_address(server) -> None:
+    import aiohttp
+
+    from student_join.routes import UPLOAD_CHECKS_PER_MINUTE
+
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for _ in range(UPLOAD_CHECKS_PER_MINUTE + 2):
+            async with session.post(server.url + "/join/upload-check", data=b"x" * 1024) as response:
+                statuses.append(response.status)
+        assert statuses[:UPLOAD_CHECKS_PER_MINUTE] == [200] * UPLOAD_CHECKS_PER_MINUTE
+        assert statuses[-1] == 429
