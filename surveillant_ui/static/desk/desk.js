@@ -1,0 +1,1353 @@
+// The surveillant's desk: watch the students assigned to you live, and step in.
+// Nothing is kept: no storage API, no recorder; media only lives in <video>/<audio>.
+
+import { Signalling, tokenFromFragment } from '/common/signalling.js';
+import { t, currentLanguage, localize, setLanguage, translatePage } from '/common/i18n.js';
+
+const ALERT_KINDS = new Set([
+  'hand_raised', 'screen_stopped', 'camera_off', 'microphone_off', 'page_hidden', 'connection_lost', 'left',
+]);
+const MAX_ALERTS = 50;
+const BEEP_MIN_GAP_MS = 1500;
+const ICE_GATHERING_TIMEOUT_MS = 5000;
+const OFFER_TIMEOUT_MS = 20000;
+const LOCAL_STATS_INTERVAL_MS = 500;
+const NAME_MAX = 60;
+const MESSAGE_MAX = 500;
+const INCIDENT_MAX = 300;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: null,
+  name: '',
+  sig: null,
+  welcome: null,
+  exam: null,
+  oral: false,
+  ended: false,
+  roster: { slots: 0, students: [], queue: 0 },
+  names: new Map(), // student id -> last known display name (for alerts about students who left)
+  stats: new Map(), // student id -> { quality, serverAudio, lastLost }
+  tiles: new Map(), // student id -> tile
+  focusedId: null, // the student in the large view (or the current student of an oral exam)
+  talk: null, // { studentId, mode: 'hold' | 'toggle' | 'oral' }
+  oralMicOn: true,
+  alerts: [],
+  alertSeq: 0,
+  soundOn: true,
+  audioContext: null,
+  lastBeep: 0,
+  endTarget: null, // { studentId, next: boolean }
+  incidents: [], // { at, studentId, name, note }: this page's memory only, dropped with the exam
+  incidentsDownloaded: true,
+};
+
+const media = {
+  pc: null,
+  slots: 0,
+  generation: 0,
+  slotStreams: [], // per slot: { webcam, screen, microphone } MediaStreams
+  localAudio: null, // talk-back track; enabled only while talking
+  localVideo: null, // examiner camera (oral exam only)
+  localLevels: new Map(), // slot -> audio level measured on this side
+  statsTimer: null,
+  status: 'idle',
+};
+
+// --- small helpers -------------------------------------------------------------
+
+function h(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key === 'class') node.className = value;
+    else if (key === 'text') node.textContent = value;
+    else node.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+// Icons are drawn, not taken from a font: they must show on every system. Always aria-hidden.
+const ICON_PATHS = {
+  hand: 'M8 13V5a1.5 1.5 0 0 1 3 0v6M11 11V3.5a1.5 1.5 0 0 1 3 0V11M14 11V4.5a1.5 1.5 0 0 1 3 0V12'
+    + 'M17 12V8a1.5 1.5 0 0 1 3 0v6a7 7 0 0 1-7 7h-1a7 7 0 0 1-5.6-2.8L3.6 14.4a1.5 1.5 0 0 1 2.3-1.9L8 15',
+  window: 'M3 6a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2zM3 9h18M6.5 6.5h.01M9.5 6.5h.01',
+  bell: 'M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9M10.3 21a1.94 1.94 0 0 0 3.4 0',
+  bellOff: 'M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9M10.3 21a1.94 1.94 0 0 0 3.4 0M2 2l20 20',
+  mic: 'M12 2a3 3 0 0 0-3 3v7a3 3 0 0 0 6 0V5a3 3 0 0 0-3-3zM19 10v2a7 7 0 0 1-14 0v-2M12 19v3',
+  micOff: 'M12 2a3 3 0 0 0-3 3v7a3 3 0 0 0 6 0V5a3 3 0 0 0-3-3zM19 10v2a7 7 0 0 1-14 0v-2M12 19v3M2 2l20 20',
+};
+
+function icon(name) {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('focusable', 'false');
+  const path = document.createElementNS('http://www.w3.org/2000/svg', 'path');
+  path.setAttribute('d', ICON_PATHS[name]);
+  svg.append(path);
+  return svg;
+}
+
+// A status glyph: a drawn icon for the few that fonts lack, text for the rest.
+function glyph(symbol) {
+  return ICON_PATHS[symbol] ? icon(symbol)
+    : h('span', { class: 'status-icon', 'aria-hidden': 'true', text: symbol });
+}
+
+function protectedVideo(className) {
+  const video = h('video', {
+    class: className,
+    autoplay: true,
+    playsinline: true,
+    muted: true,
+    disablepictureinpicture: true,
+    controlslist: 'nodownload nofullscreen noremoteplayback',
+    draggable: 'false',
+  });
+  hardenVideo(video);
+  return video;
+}
+
+function hardenVideo(video) {
+  video.muted = true;
+  video.controls = false;
+  video.disablePictureInPicture = true;
+}
+
+function setStream(element, stream) {
+  if (element.srcObject === (stream ?? null)) return;
+  element.srcObject = stream ?? null;
+  if (stream) element.play().catch(() => {});
+}
+
+function errorText(error) {
+  if (error && typeof error.message === 'object' && error.message !== null) {
+    const text = localize(error.message);
+    if (text) return text;
+  }
+  if (error && typeof error.code === 'string') {
+    const key = `common.error_${error.code}`;
+    const text = t(key);
+    if (text !== key) return text;
+  }
+  return t('common.error_unknown');
+}
+
+function studentById(id) {
+  return state.roster.students.find((student) => student.id === id) ?? null;
+}
+
+function nameOf(id) {
+  return studentById(id)?.name ?? state.names.get(id) ?? t('desk.student.unknown');
+}
+
+// Results say what just happened; `say` is a function so a language switch can say it again.
+const results = new Map();
+
+function setResult(id, say, kind = 'ok') {
+  const node = $(id);
+  if (!node) return;
+  results.set(id, say);
+  node.textContent = typeof say === 'function' ? say() : say;
+  node.dataset.kind = kind;
+}
+
+function renderResults() {
+  for (const [id, say] of results) {
+    if (typeof say === 'function' && $(id)) $(id).textContent = say();
+  }
+}
+
+let toastTimer = null;
+function toast(text) {
+  const node = $('toast');
+  node.textContent = text;
+  node.classList.add('visible');
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => node.classList.remove('visible'), 5000);
+}
+
+function show(sectionId) {
+  for (const id of ['start', 'notice', 'desk', 'oral']) $(id).hidden = id !== sectionId;
+}
+
+function timeLabel(date) {
+  return date.toLocaleTimeString(currentLanguage() === 'nl' ? 'nl-NL' : 'en-GB',
+    { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+}
+
+// --- status of a student, never by colour alone ---------------------------------
+
+function statusItems(student, { withHand = true } = {}) {
+  const status = student.status ?? {};
+  const stats = state.stats.get(student.id);
+  const items = [];
+  items.push(student.connected === false
+    ? { kind: 'alert', icon: '⟳', text: t('desk.status.reconnecting') }
+    : { kind: 'ok', icon: '●', text: t('desk.status.connected') });
+  if (student.hand && withHand) items.push({ kind: 'alert', icon: 'hand', text: t('desk.status.hand') });
+  if (status.page_hidden) items.push({ kind: 'alert', icon: 'window', text: t('desk.status.page_hidden') });
+  for (const device of ['camera', 'microphone', 'screen']) {
+    const on = status[device] !== false;
+    items.push({
+      kind: on ? 'ok' : 'warn',
+      icon: on ? '✓' : '✕',
+      text: t(`desk.status.${device}_${on ? 'on' : 'off'}`),
+    });
+  }
+  if (student.connected !== false && stats?.quality) {
+    const quality = stats.quality;
+    items.push({
+      kind: quality === 'good' ? 'ok' : quality === 'fair' ? 'warn' : 'alert',
+      icon: { good: '▮▮▮', fair: '▮▮▯', poor: '▮▯▯', none: '▯▯▯' }[quality],
+      text: t(`desk.quality.${quality}`),
+    });
+  }
+  return items;
+}
+
+function renderStatusList(list, student, options) {
+  list.replaceChildren(...statusItems(student, options).map((item) => h('li', { class: `status is-${item.kind}` },
+    glyph(item.icon),
+    h('span', { class: 'status-text', text: item.text }))));
+}
+
+function audioLevelOf(student) {
+  // What arrives here and what the server measured: either one hearing sound is enough.
+  return Math.max(media.localLevels.get(student.slot) ?? 0, state.stats.get(student.id)?.serverAudio ?? 0);
+}
+
+// Server stats may carry either a linear level (0..1) or an RFC 6464 level (0 loud .. 127 silent).
+function normaliseAudioLevel(value) {
+  if (typeof value !== 'number' || Number.isNaN(value)) return null;
+  if (value <= 1) return Math.max(0, value);
+  return Math.max(0, Math.min(1, 1 - value / 127));
+}
+
+function assessQuality(student, tracks, previous) {
+  const status = student?.status ?? {};
+  const lost = (tracks.webcam?.packets_lost ?? 0) + (tracks.microphone?.packets_lost ?? 0);
+  const lostPerPush = previous ? Math.max(0, lost - previous.lastLost) : 0;
+  const stalled = (track, wanted) => wanted && typeof track?.ms_since_last_packet === 'number'
+    && track.ms_since_last_packet > 3000;
+  let quality = 'good';
+  const worsen = (level) => {
+    const order = ['good', 'fair', 'poor', 'none'];
+    if (order.indexOf(level) > order.indexOf(quality)) quality = level;
+  };
+  if (stalled(tracks.webcam, status.camera !== false) || stalled(tracks.microphone, status.microphone !== false)) {
+    worsen('none');
+  }
+  if (lostPerPush > 10) worsen('poor');
+  else if (lostPerPush > 2) worsen('fair');
+  const fps = tracks.webcam?.frames_per_second;
+  // Thumbnails are asked for 10 frames a second (focus 15): judge against that, not against video norms.
+  if (status.camera !== false && typeof fps === 'number') {
+    if (fps < 3) worsen('poor');
+    else if (fps < 6) worsen('fair');
+  }
+  return { quality, lastLost: lost };
+}
+
+// --- tiles ----------------------------------------------------------------------
+
+function createTile(student) {
+  const nameId = `tile-name-${student.id}`;
+  const levelId = `tile-level-${student.id}`;
+  const webcam = protectedVideo('tile-webcam-video');
+  const screen = protectedVideo('tile-screen-video');
+  const webcamGap = h('p', { class: 'no-picture', hidden: true });
+  const screenGap = h('p', { class: 'no-picture', hidden: true });
+  const webcamCaption = h('figcaption', { class: 'caption' });
+  const screenCaption = h('figcaption', { class: 'caption' });
+  const name = h('h2', { class: 'tile-name', id: nameId });
+  const hand = h('p', { class: 'hand-badge', hidden: true });
+  const statusList = h('ul', { class: 'status-list' });
+  const levelLabel = h('span', { class: 'level-label', id: levelId });
+  const meter = h('meter', {
+    class: 'level', min: '0', max: '1', low: '0.05', high: '0.6', optimum: '0.3', value: '0',
+    'aria-labelledby': levelId,
+  });
+  const open = h('button', { type: 'button', class: 'open' });
+  const audio = h('audio', { autoplay: true });
+  const root = h('li', { class: 'tile', 'data-student': student.id },
+    h('article', { 'aria-labelledby': nameId },
+      h('div', { class: 'tile-media' },
+        h('figure', { class: 'tile-webcam' }, webcam, webcamGap, webcamCaption),
+        h('figure', { class: 'tile-screen' }, screen, screenGap, screenCaption)),
+      h('div', { class: 'tile-body' },
+        h('div', { class: 'tile-head' }, name, hand),
+        statusList,
+        h('div', { class: 'tile-level' }, levelLabel, meter),
+        open),
+      audio));
+  // A click on the picture opens the large view too; the button is the keyboard way in.
+  for (const figure of root.querySelectorAll('figure')) {
+    figure.addEventListener('click', () => openFocus(student.id));
+  }
+  open.addEventListener('click', () => openFocus(student.id));
+  const tile = {
+    id: student.id, root, webcam, screen, webcamGap, screenGap, webcamCaption, screenCaption,
+    name, hand, statusList, levelLabel, meter, open, audio, slot: null,
+  };
+  return tile;
+}
+
+function updateTile(tile, student) {
+  tile.root.classList.toggle('hand-raised', Boolean(student.hand));
+  tile.root.classList.toggle('disconnected', student.connected === false);
+  tile.name.textContent = student.name;
+  tile.hand.hidden = !student.hand;
+  tile.hand.replaceChildren(icon('hand'), ` ${t('desk.status.hand')}`);
+  tile.webcamCaption.textContent = t('desk.media.webcam');
+  tile.screenCaption.textContent = t('desk.media.screen');
+  tile.levelLabel.textContent = t('desk.status.sound');
+  tile.open.textContent = t('desk.tile.open');
+  tile.open.setAttribute('aria-label', t('desk.tile.open_label', { name: student.name }));
+  renderStatusList(tile.statusList, student, { withHand: false });
+  updateLevel(tile, student);
+  attachTile(tile, student);
+  updateGaps(tile);
+}
+
+function updateLevel(tile, student) {
+  const level = audioLevelOf(student);
+  tile.meter.value = level;
+  const speaking = level > 0.05;
+  const loudness = t(speaking ? 'desk.status.sound_active' : 'desk.status.sound_quiet');
+  tile.meter.textContent = loudness;
+  tile.levelLabel.textContent = `${t('desk.status.sound')}: ${loudness}`;
+  tile.root.classList.toggle('speaking', speaking);
+}
+
+function attachTile(tile, student) {
+  const streams = media.slotStreams[student.slot];
+  tile.slot = student.slot;
+  setStream(tile.webcam, streams?.webcam);
+  setStream(tile.screen, streams?.screen);
+  if (!state.oral) setStream(tile.audio, streams?.microphone);
+}
+
+function trackLive(stream) {
+  const track = stream?.getTracks()[0];
+  return Boolean(track && track.readyState === 'live' && !track.muted);
+}
+
+function updateGaps(tile) {
+  const streams = media.slotStreams[tile.slot];
+  const student = studentById(tile.id);
+  const status = student?.status ?? {};
+  const gap = (node, stream, on, offKey) => {
+    const live = trackLive(stream);
+    node.hidden = live && on;
+    node.textContent = on ? t('desk.media.no_picture') : t(offKey);
+  };
+  gap(tile.webcamGap, streams?.webcam, status.camera !== false, 'desk.status.camera_off');
+  gap(tile.screenGap, streams?.screen, status.screen !== false, 'desk.status.screen_off');
+}
+
+function renderRoster() {
+  const students = [...state.roster.students].sort((a, b) => a.slot - b.slot);
+  const grid = $('grid');
+  const seen = new Set();
+  for (const student of students) state.names.set(student.id, student.name);
+  // An oral exam has no grid: its one student is shown on the stage.
+  for (const [index, student] of (state.oral ? [] : students).entries()) {
+    seen.add(student.id);
+    let tile = state.tiles.get(student.id);
+    if (!tile) {
+      tile = createTile(student);
+      state.tiles.set(student.id, tile);
+    }
+    updateTile(tile, student);
+    // Keep slot order, moving nodes only when needed so their videos keep playing.
+    if (grid.children[index] !== tile.root) grid.insertBefore(tile.root, grid.children[index] ?? null);
+  }
+  for (const [id, tile] of state.tiles) {
+    if (seen.has(id)) continue;
+    setStream(tile.webcam, null);
+    setStream(tile.screen, null);
+    setStream(tile.audio, null);
+    tile.root.remove();
+    state.tiles.delete(id);
+  }
+  $('grid-empty').hidden = students.length > 0;
+  const slots = state.roster.slots || media.slots;
+  $('desk-count').textContent = t('desk.grid.count', { count: students.length, slots });
+  renderQueue();
+  if (state.focusedId) {
+    const focused = studentById(state.focusedId);
+    if (focused) renderStudentView(focused);
+    else if (!state.oral) closeFocus({ notify: true, reason: t('desk.focus.student_left') });
+  }
+  renderHandover();
+  if (state.oral) renderOral();
+}
+
+function renderQueue() {
+  const queue = Number(state.roster.queue) || 0;
+  const text = queue > 0 ? t('desk.queue.waiting', { count: queue }) : t('desk.queue.none');
+  $('queue-count').textContent = text;
+  $('oral-queue').textContent = text;
+}
+
+// --- the large view of one student, with the interventions ------------------------
+
+function openFocus(studentId) {
+  const student = studentById(studentId);
+  if (!student || state.oral) return;
+  const dialog = $('focus-dialog');
+  if (state.focusedId && state.focusedId !== studentId) stopTalk();
+  state.focusedId = studentId;
+  resetInterventions();
+  renderStudentView(student);
+  if (!dialog.open) dialog.showModal();
+  $('focus-close').focus();
+  state.sig?.request('focus', { student_id: studentId }).catch((error) => toast(errorText(error)));
+}
+
+function closeFocus({ notify = true, reason = null } = {}) {
+  const dialog = $('focus-dialog');
+  const studentId = state.focusedId;
+  const wasOpen = dialog.open;
+  stopTalk();
+  state.focusedId = null;
+  setStream($('focus-webcam'), null);
+  setStream($('focus-screen'), null);
+  if (wasOpen) dialog.close();
+  if (notify && studentId) state.sig?.request('focus', { student_id: null }).catch(() => {});
+  if (reason) toast(reason);
+  // Back to where the reader came from; if that tile is gone, to the top of the grid.
+  const tile = studentId && state.tiles.get(studentId);
+  if (tile) tile.open.focus();
+  else if (wasOpen) $('desk-heading').focus();
+}
+
+function resetInterventions() {
+  for (const id of ['message-result', 'talk-result', 'handover-result', 'incident-result', 'end-result']) setResult(id, '');
+  $('message-text').value = '';
+  $('incident-note').value = '';
+  $('message-log').replaceChildren();
+}
+
+function renderStudentView(student) {
+  $('focus-name').textContent = student.name;
+  renderStatusList($('focus-status'), student);
+  const streams = media.slotStreams[student.slot];
+  setStream($('focus-webcam'), streams?.webcam);
+  setStream($('focus-screen'), streams?.screen);
+  if (state.oral) setStream($('oral-audio'), streams?.microphone);
+}
+
+function renderHandover() {
+  const section = $('handover-section');
+  const others = state.roster.others;
+  section.hidden = !Array.isArray(others) || state.oral;
+  if (section.hidden) return;
+  const select = $('handover-to');
+  const previous = select.value;
+  // `room` is whether they have a free place, or how many they have.
+  const options = others.map((other) => {
+    const free = Number(other.room) > 0;
+    let text = t('desk.handover.option_full', { name: other.name });
+    if (typeof other.room === 'number' && free) {
+      text = t('desk.handover.option_count', { name: other.name, room: other.room });
+    }
+    else if (free) text = t('desk.handover.option', { name: other.name });
+    return h('option', { value: other.id, disabled: !free, text });
+  });
+  if (options.length === 0) options.push(h('option', { value: '', text: t('desk.handover.nobody') }));
+  select.replaceChildren(...options);
+  if (others.some((other) => other.id === previous)) select.value = previous;
+  else select.value = others.find((other) => Number(other.room) > 0)?.id ?? select.options[0]?.value ?? '';
+  const anyRoom = others.some((other) => Number(other.room) > 0);
+  select.disabled = others.length === 0;
+  $('handover-form').querySelector('button').disabled = !anyRoom;
+}
+
+async function sendMessage(text) {
+  const studentId = state.focusedId;
+  const trimmed = text.trim();
+  if (!studentId) return;
+  if (trimmed.length === 0 || trimmed.length > MESSAGE_MAX) {
+    setResult('message-result', () => t('desk.message.invalid', { max: MESSAGE_MAX }), 'error');
+    $('message-text').focus();
+    return;
+  }
+  setResult('message-result', () => t('desk.message.sending'), 'pending');
+  try {
+    await state.sig.request('message', { student_id: studentId, text: trimmed });
+    if (state.focusedId !== studentId) return;
+    setResult('message-result', () => t('desk.message.delivered', { name: nameOf(studentId) }));
+    $('message-log').prepend(h('li', {},
+      h('span', { class: 'log-time', text: timeLabel(new Date()) }), ' ', trimmed));
+    if ($('message-text').value.trim() === trimmed) $('message-text').value = '';
+  } catch (error) {
+    setResult('message-result', () => errorText(error), 'error');
+  }
+}
+
+// --- talking -------------------------------------------------------------------
+
+function startTalk(mode) {
+  const studentId = state.focusedId;
+  if (!studentId || state.talk) return;
+  if (!media.localAudio || media.localAudio.readyState !== 'live') {
+    setResult('talk-result', () => t('desk.talk.no_microphone'), 'error');
+    return;
+  }
+  state.talk = { studentId, mode };
+  media.localAudio.enabled = true;
+  renderTalk();
+  setResult('talk-result', () => t('desk.talk.connecting'), 'pending');
+  state.sig.request('talk', { student_id: studentId, on: true })
+    .then(() => {
+      if (state.talk?.studentId === studentId) {
+        setResult('talk-result', () => t('desk.talk.on', { name: nameOf(studentId) }));
+      }
+    })
+    .catch((error) => {
+      if (state.talk?.studentId === studentId) stopTalk({ notify: false });
+      setResult('talk-result', () => errorText(error), 'error');
+    });
+}
+
+function stopTalk({ notify = true } = {}) {
+  const talk = state.talk;
+  if (!talk) return;
+  state.talk = null;
+  if (media.localAudio) media.localAudio.enabled = false;
+  renderTalk();
+  if (!notify) return;
+  state.sig?.request('talk', { student_id: talk.studentId, on: false })
+    .then(() => {
+      if (state.focusedId === talk.studentId && !state.oral) setResult('talk-result', () => t('desk.talk.off'));
+    })
+    .catch(() => {});
+}
+
+function renderTalk() {
+  const talking = Boolean(state.talk);
+  const hold = $('talk-hold');
+  hold.classList.toggle('talking', talking && state.talk.mode === 'hold');
+  hold.setAttribute('aria-pressed', String(talking && state.talk.mode === 'hold'));
+  hold.textContent = talking && state.talk.mode === 'hold' ? t('desk.talk.holding') : t('desk.talk.hold');
+  const toggle = $('talk-toggle');
+  toggle.setAttribute('aria-pressed', String(talking && state.talk.mode === 'toggle'));
+  toggle.classList.toggle('talking', talking && state.talk.mode === 'toggle');
+  hold.disabled = talking && state.talk.mode === 'toggle';
+  const mic = $('oral-mic');
+  mic.setAttribute('aria-pressed', String(state.oralMicOn));
+  const micText = t(state.oralMicOn ? 'desk.oral.mic_on' : 'desk.oral.mic_off');
+  mic.replaceChildren(icon(state.oralMicOn ? 'mic' : 'micOff'), ` ${micText}`);
+}
+
+function wireTalk() {
+  const hold = $('talk-hold');
+  hold.addEventListener('pointerdown', (event) => {
+    if (event.button !== 0) return;
+    event.preventDefault();
+    hold.setPointerCapture?.(event.pointerId);
+    startTalk('hold');
+  });
+  const release = () => { if (state.talk?.mode === 'hold') stopTalk(); };
+  hold.addEventListener('pointerup', release);
+  hold.addEventListener('pointercancel', release);
+  hold.addEventListener('lostpointercapture', release);
+  hold.addEventListener('blur', release);
+  hold.addEventListener('keydown', (event) => {
+    if (event.key !== ' ' && event.key !== 'Enter') return;
+    event.preventDefault();
+    if (!event.repeat) startTalk('hold');
+  });
+  hold.addEventListener('keyup', (event) => {
+    if (event.key !== ' ' && event.key !== 'Enter') return;
+    event.preventDefault();
+    release();
+  });
+  hold.addEventListener('click', (event) => event.preventDefault());
+  hold.addEventListener('contextmenu', (event) => event.preventDefault());
+  $('talk-toggle').addEventListener('click', () => {
+    if (state.talk?.mode === 'toggle') stopTalk();
+    else {
+      stopTalk();
+      startTalk('toggle');
+    }
+  });
+}
+
+// --- ending a session (and "next student") --------------------------------------
+
+function openEndDialog(studentId, { next = false } = {}) {
+  const student = studentById(studentId);
+  if (!student) return;
+  state.endTarget = { studentId, next };
+  $('end-dialog-heading').textContent = next
+    ? t('desk.oral.next_heading') : t('desk.end.confirm_heading', { name: student.name });
+  $('end-dialog-text').textContent = next
+    ? t('desk.oral.next_text', { name: student.name }) : t('desk.end.confirm_text', { name: student.name });
+  $('end-confirm').textContent = next ? t('desk.oral.next_confirm') : t('desk.end.confirm');
+  $('end-reason').value = next ? t('desk.oral.next_reason') : '';
+  $('end-reason-error').textContent = '';
+  $('end-dialog').showModal();
+  $('end-reason').focus();
+}
+
+async function confirmEnd() {
+  const target = state.endTarget;
+  const reason = $('end-reason').value.trim();
+  if (!target) return;
+  if (reason.length === 0) {
+    $('end-reason-error').textContent = t('desk.end.reason_required');
+    $('end-reason').focus();
+    return;
+  }
+  $('end-reason-error').textContent = '';
+  $('end-confirm').disabled = true;
+  const name = nameOf(target.studentId);
+  try {
+    if (state.talk?.studentId === target.studentId) stopTalk();
+    await state.sig.request('end_session', { student_id: target.studentId, reason });
+    state.endTarget = null;
+    $('end-dialog').close();
+    const done = () => (target.next ? t('desk.oral.next_done', { name }) : t('desk.end.done', { name }));
+    if (state.focusedId === target.studentId && !state.oral) closeFocus();
+    toast(done());
+    setResult(state.oral ? 'oral-result' : 'end-result', done);
+  } catch (error) {
+    $('end-reason-error').textContent = errorText(error);
+  } finally {
+    $('end-confirm').disabled = false;
+  }
+}
+
+// --- the oral exam ---------------------------------------------------------------
+
+function renderOral() {
+  const current = [...state.roster.students].sort((a, b) => a.slot - b.slot)[0] ?? null;
+  const view = $('student-view');
+  $('oral-empty').hidden = Boolean(current);
+  view.hidden = !current;
+  $('oral-next').disabled = !current;
+  const previousId = state.focusedId;
+  if (!current) {
+    if (previousId) {
+      stopTalk({ notify: false });
+      state.focusedId = null;
+      resetInterventions();
+    }
+    setStream($('oral-audio'), null);
+    return;
+  }
+  if (current.id !== previousId) {
+    stopTalk({ notify: Boolean(previousId && studentById(previousId)) });
+    state.focusedId = current.id;
+    resetInterventions();
+    state.sig?.request('focus', { student_id: current.id }).catch(() => {});
+    if (state.oralMicOn) startTalk('oral');
+  }
+  renderStudentView(current);
+}
+
+function toggleOralMic() {
+  state.oralMicOn = !state.oralMicOn;
+  if (state.oralMicOn && state.focusedId) startTalk('oral');
+  else stopTalk();
+  renderTalk();
+}
+
+// --- incidents: a short note, in memory, downloadable as text until the exam ends ---
+
+function addIncident() {
+  const studentId = state.focusedId;
+  const note = $('incident-note').value.trim();
+  if (!studentId) return;
+  if (note.length === 0 || note.length > INCIDENT_MAX) {
+    setResult('incident-result', () => t('desk.incident.invalid', { max: INCIDENT_MAX }), 'error');
+    $('incident-note').focus();
+    return;
+  }
+  const at = new Date();
+  state.incidents.push({ at, studentId, name: nameOf(studentId), note });
+  state.incidentsDownloaded = false;
+  $('incident-note').value = '';
+  setResult('incident-result', () => t('desk.incident.noted', { time: timeLabel(at) }));
+  renderIncidents();
+}
+
+function renderIncidents() {
+  $('incident-list').replaceChildren(...state.incidents.map((incident) => h('li', {},
+    h('span', { class: 'log-time', text: timeLabel(incident.at) }), ' ',
+    h('strong', { text: incident.name }), ': ', incident.note)));
+  $('incidents-empty').hidden = state.incidents.length > 0;
+  $('incidents-download').hidden = state.incidents.length === 0;
+}
+
+function incidentsText() {
+  const exam = state.exam ?? {};
+  const lines = [
+    t('desk.incidents.file_heading'),
+    t('desk.incidents.file_exam', { title: exam.title ?? '' }),
+    t('desk.incidents.file_surveillant', { name: state.name }),
+    t('desk.incidents.file_made', { time: new Date().toLocaleString(currentLanguage() === 'nl' ? 'nl-NL' : 'en-GB') }),
+    '',
+    ...state.incidents.map((incident) => `${timeLabel(incident.at)}  ${incident.name}: ${incident.note.replace(/\s+/g, ' ')}`),
+    '',
+  ];
+  return lines.join('\r\n');
+}
+
+function downloadIncidents() {
+  const url = URL.createObjectURL(new Blob([incidentsText()], { type: 'text/plain;charset=utf-8' }));
+  const day = new Date().toISOString().slice(0, 10);
+  const link = h('a', { href: url, download: `${t('desk.incidents.file_name')}-${day}.txt`, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  state.incidentsDownloaded = true;
+  setResult('incidents-result', () => t('desk.incidents.downloaded'));
+}
+
+// --- alerts ----------------------------------------------------------------------
+
+function alertText(entry) {
+  const kind = ALERT_KINDS.has(entry.kind) ? t(`desk.alert.${entry.kind}`) : t('desk.alert.other', { kind: entry.kind });
+  return { name: entry.name, kind };
+}
+
+function onAlert(message) {
+  if (typeof message.student_id !== 'string') return;
+  const entry = {
+    seq: ++state.alertSeq,
+    studentId: message.student_id,
+    name: nameOf(message.student_id),
+    kind: String(message.kind ?? ''),
+    at: new Date(),
+  };
+  state.alerts.unshift(entry);
+  state.alerts.length = Math.min(state.alerts.length, MAX_ALERTS);
+  renderAlerts();
+  const { name, kind } = alertText(entry);
+  $('alert-live').textContent = t('desk.alert.announce', { name, kind });
+  beep();
+}
+
+function renderAlerts() {
+  const items = () => state.alerts.map((entry) => {
+    const { name, kind } = alertText(entry);
+    const button = h('button', { type: 'button', class: 'alert-entry', 'data-student': entry.studentId },
+      entry.kind === 'hand_raised' ? icon('hand') : h('span', { class: 'alert-icon', 'aria-hidden': 'true', text: '⚠' }),
+      h('span', { class: 'alert-what' }, h('strong', { text: name }), ' ', kind),
+      h('span', { class: 'alert-time', text: timeLabel(entry.at) }));
+    button.addEventListener('click', () => goToStudent(entry.studentId));
+    return h('li', {}, button);
+  });
+  $('alert-list').replaceChildren(...items());
+  $('oral-alert-list').replaceChildren(...items());
+  $('alerts-empty').hidden = state.alerts.length > 0;
+  $('oral-alerts-empty').hidden = state.alerts.length > 0;
+  $('alerts-clear').hidden = state.alerts.length === 0;
+  renderSoundToggle();
+}
+
+function goToStudent(studentId) {
+  if (state.oral) {
+    $('student-view').scrollIntoView({ block: 'nearest' });
+    return;
+  }
+  const tile = state.tiles.get(studentId);
+  if (!tile) {
+    toast(t('desk.alert.gone', { name: nameOf(studentId) }));
+    return;
+  }
+  if ($('focus-dialog').open && state.focusedId !== studentId) closeFocus();
+  tile.root.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+  tile.open.focus();
+  tile.root.classList.remove('flash');
+  void tile.root.offsetWidth; // restart the highlight animation
+  tile.root.classList.add('flash');
+}
+
+function renderSoundToggle() {
+  const button = $('sound-toggle');
+  button.setAttribute('aria-pressed', String(state.soundOn));
+  button.replaceChildren(
+    icon(state.soundOn ? 'bell' : 'bellOff'),
+    ` ${t('desk.alerts.sound')}`,
+    h('span', {
+      class: 'toggle-state',
+      'aria-hidden': 'true',
+      text: ` (${t(state.soundOn ? 'desk.common.on' : 'desk.common.off')})`,
+    }));
+}
+
+function beep() {
+  if (!state.soundOn || !state.audioContext) return;
+  const now = performance.now();
+  if (now - state.lastBeep < BEEP_MIN_GAP_MS) return;
+  state.lastBeep = now;
+  const context = state.audioContext;
+  if (context.state === 'suspended') context.resume().catch(() => {});
+  const start = context.currentTime + 0.01;
+  const oscillator = context.createOscillator();
+  const gain = context.createGain();
+  oscillator.type = 'sine';
+  oscillator.frequency.setValueAtTime(660, start);
+  oscillator.frequency.exponentialRampToValueAtTime(520, start + 0.3);
+  gain.gain.setValueAtTime(0.0001, start);
+  gain.gain.exponentialRampToValueAtTime(0.06, start + 0.03);
+  gain.gain.exponentialRampToValueAtTime(0.0001, start + 0.35);
+  oscillator.connect(gain).connect(context.destination);
+  oscillator.start(start);
+  oscillator.stop(start + 0.4);
+}
+
+// --- media: one RTCPeerConnection, slot transceivers in protocol order ---------------
+
+function codecs(kind, mimeType) {
+  const capabilities = RTCRtpReceiver.getCapabilities?.(kind);
+  return (capabilities?.codecs ?? []).filter((codec) => codec.mimeType.toLowerCase() === mimeType);
+}
+
+function preferCodecs(transceiver, list) {
+  if (list.length === 0 || typeof transceiver.setCodecPreferences !== 'function') return;
+  try {
+    transceiver.setCodecPreferences(list);
+  } catch (error) {
+    console.warn('setCodecPreferences', error);
+  }
+}
+
+function iceGatheringComplete(pc) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+    const timer = setTimeout(done, ICE_GATHERING_TIMEOUT_MS);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+async function acquireLocalMedia() {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      video: state.oral ? { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 20 } } : false,
+    });
+    media.localAudio = stream.getAudioTracks()[0] ?? null;
+    media.localVideo = stream.getVideoTracks()[0] ?? null;
+  } catch (error) {
+    console.warn('getUserMedia', error);
+    toast(t(state.oral ? 'desk.media.no_devices_oral' : 'desk.media.no_microphone'));
+    // Without a camera an oral examiner can still listen and speak.
+    if (state.oral) {
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+        media.localAudio = stream.getAudioTracks()[0] ?? null;
+      } catch { /* talk stays unavailable, said above */ }
+    }
+  }
+  if (media.localAudio) media.localAudio.enabled = false;
+  if (media.localVideo) setStream($('self-video'), new MediaStream([media.localVideo]));
+  $('self-video').closest('figure').classList.toggle('no-camera', !media.localVideo);
+}
+
+function closePeer() {
+  clearInterval(media.statsTimer);
+  media.statsTimer = null;
+  if (media.pc) {
+    try { media.pc.close(); } catch { /* already closed */ }
+  }
+  media.pc = null;
+  media.localLevels.clear();
+}
+
+async function startMedia(slots) {
+  const generation = ++media.generation;
+  closePeer();
+  if (state.ended || !state.sig) return;
+  setMediaStatus('connecting');
+  const pc = new RTCPeerConnection({
+    iceServers: Array.isArray(state.welcome?.ice_servers) ? state.welcome.ice_servers : [],
+    bundlePolicy: 'max-bundle',
+  });
+  media.pc = pc;
+  media.slots = slots;
+  const vp8 = codecs('video', 'video/vp8');
+  const opus = codecs('audio', 'audio/opus');
+  const slotStreams = [];
+  for (let slot = 0; slot < slots; slot += 1) {
+    const webcam = pc.addTransceiver('video', { direction: 'recvonly' });
+    const screen = pc.addTransceiver('video', { direction: 'recvonly' });
+    const microphone = pc.addTransceiver('audio', { direction: 'recvonly' });
+    preferCodecs(webcam, vp8);
+    preferCodecs(screen, vp8);
+    preferCodecs(microphone, opus);
+    const streams = {
+      webcam: new MediaStream([webcam.receiver.track]),
+      screen: new MediaStream([screen.receiver.track]),
+      microphone: new MediaStream([microphone.receiver.track]),
+    };
+    for (const track of [webcam.receiver.track, screen.receiver.track]) {
+      track.addEventListener('mute', refreshGaps);
+      track.addEventListener('unmute', refreshGaps);
+    }
+    slotStreams.push(streams);
+  }
+  const talk = pc.addTransceiver(media.localAudio ?? 'audio', { direction: 'sendonly' });
+  const camera = pc.addTransceiver(state.oral && media.localVideo ? media.localVideo : 'video',
+    { direction: 'sendonly' });
+  preferCodecs(talk, opus);
+  preferCodecs(camera, vp8);
+  media.slotStreams = slotStreams;
+  pc.addEventListener('connectionstatechange', () => {
+    if (pc !== media.pc) return;
+    setMediaStatus(pc.connectionState);
+    if (pc.connectionState === 'failed' && state.sig?.state === 'open') {
+      setTimeout(() => { if (pc === media.pc) startMedia(media.slots); }, 1000);
+    }
+  });
+  renderRoster();
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc);
+    if (generation !== media.generation) return;
+    const answer = await state.sig.request('offer', { sdp: pc.localDescription.sdp }, OFFER_TIMEOUT_MS);
+    if (generation !== media.generation) return;
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    media.statsTimer = setInterval(() => pollLocalStats(pc), LOCAL_STATS_INTERVAL_MS);
+  } catch (error) {
+    if (generation !== media.generation) return;
+    console.warn('media negotiation', error);
+    setMediaStatus('failed');
+    toast(t('desk.media.failed_detail', { detail: errorText(error) }));
+  }
+}
+
+function refreshGaps() {
+  for (const tile of state.tiles.values()) updateGaps(tile);
+}
+
+async function pollLocalStats(pc) {
+  if (pc !== media.pc) return;
+  let report;
+  try {
+    report = await pc.getStats();
+  } catch {
+    return;
+  }
+  const slotOfMid = new Map();
+  pc.getTransceivers().forEach((transceiver, index) => {
+    if (index < media.slots * 3 && index % 3 === 2 && transceiver.mid !== null) {
+      slotOfMid.set(transceiver.mid, Math.floor(index / 3));
+    }
+  });
+  report.forEach((entry) => {
+    if (entry.type !== 'inbound-rtp' || entry.kind !== 'audio') return;
+    const slot = slotOfMid.get(entry.mid);
+    if (slot !== undefined && typeof entry.audioLevel === 'number') {
+      // Perceived loudness grows roughly with the square root of the linear level.
+      media.localLevels.set(slot, Math.min(1, Math.sqrt(entry.audioLevel)));
+    }
+  });
+  for (const student of state.roster.students) {
+    const tile = state.tiles.get(student.id);
+    if (tile) updateLevel(tile, student);
+  }
+}
+
+function setMediaStatus(status) {
+  media.status = status;
+  renderMediaStatus();
+}
+
+function renderMediaStatus() {
+  const known = ['connecting', 'connected', 'disconnected', 'failed', 'new', 'closed'];
+  const status = known.includes(media.status) ? media.status : 'idle';
+  const text = status === 'idle' ? '' : t(`desk.media.state_${status}`);
+  for (const id of ['media-state', 'oral-media-state']) {
+    $(id).textContent = text;
+    $(id).dataset.state = status;
+  }
+}
+
+// --- connection -------------------------------------------------------------------
+
+function renderConnection() {
+  const node = $('connection');
+  const sigState = state.sig?.state ?? 'idle';
+  node.dataset.state = sigState;
+  node.textContent = sigState === 'idle' ? '' : t(`common.state_${sigState}`);
+}
+
+let noticeKeys = null;
+
+function showNotice(headingKey, textOrKey, vars = {}) {
+  $('notice-heading').textContent = t(headingKey);
+  $('notice-text').textContent = textOrKey.startsWith('desk.') ? t(textOrKey, vars) : textOrKey;
+  noticeKeys = { headingKey, textOrKey, vars };
+  show('notice');
+  $('notice-heading').setAttribute('tabindex', '-1');
+  $('notice-heading').focus();
+}
+
+function endEverything() {
+  state.ended = true;
+  stopTalk({ notify: false });
+  closePeer();
+  for (const track of [media.localAudio, media.localVideo]) track?.stop();
+  for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
+  state.focusedId = null;
+  state.roster = { slots: 0, students: [], queue: 0 };
+  renderRoster();
+  state.alerts = [];
+  renderAlerts();
+  state.incidents = [];
+  state.incidentsDownloaded = true;
+  renderIncidents();
+}
+
+function onExamEnded() {
+  if (state.ended) return;
+  endEverything();
+  state.sig?.close();
+  showNotice('desk.notice.ended_heading', 'desk.notice.ended');
+}
+
+function onClosedFor(code) {
+  if (state.ended) return;
+  const notices = {
+    4000: ['desk.notice.ended_heading', 'desk.notice.ended'],
+    4001: ['desk.notice.refused_heading', 'desk.notice.refused'],
+    4003: ['desk.notice.replaced_heading', 'desk.notice.replaced'],
+    4008: ['desk.notice.closed_heading', 'desk.notice.flood'],
+  };
+  const [heading, text] = notices[code] ?? ['desk.notice.closed_heading', 'desk.notice.closed'];
+  endEverything();
+  showNotice(heading, text);
+}
+
+function onWelcome(welcome) {
+  const first = state.welcome === null;
+  state.welcome = welcome;
+  if (!first) {
+    // A reconnect: the server may have dropped our media with the socket, so negotiate afresh.
+    if (!state.ended) startMedia(state.roster.slots || media.slots || state.exam?.cap || 1);
+    return;
+  }
+  if (welcome.role !== 'surveillant' || !welcome.exam) {
+    state.ended = true;
+    state.sig.close();
+    showNotice('desk.notice.wrong_role_heading', 'desk.notice.wrong_role');
+    return;
+  }
+  setupDesk(welcome);
+}
+
+async function setupDesk(welcome) {
+  state.exam = welcome.exam;
+  state.oral = welcome.exam.kind === 'oral';
+  document.body.classList.toggle('is-oral', state.oral);
+  renderExamTitle();
+  if (state.oral) {
+    $('oral-stage').append($('student-view'));
+    $('student-view').hidden = true;
+    $('focus-close').hidden = true;
+    $('talk-section').hidden = true;
+    const result = h('p', { id: 'oral-result', class: 'result', role: 'status' });
+    $('oral-next').after(result);
+    $('oral-side').append($('incidents'));
+    $('student-view').append(h('audio', { id: 'oral-audio', autoplay: true }));
+    show('oral');
+  } else {
+    show('desk');
+  }
+  renderRoster();
+  renderAlerts();
+  renderIncidents();
+  renderTalk();
+  $(state.oral ? 'oral-heading' : 'desk-heading').focus();
+  await acquireLocalMedia();
+  if (state.ended) return;
+  if (state.oral && state.focusedId && state.oralMicOn && !state.talk) startTalk('oral');
+  const cap = Number.isInteger(welcome.exam.cap) && welcome.exam.cap > 0 ? welcome.exam.cap : 1;
+  await startMedia(state.roster.slots > 0 ? state.roster.slots : cap);
+}
+
+function renderExamTitle() {
+  const exam = state.exam;
+  if (!exam) return;
+  const kind = t(exam.kind === 'oral' ? 'desk.exam.oral' : 'desk.exam.written');
+  $('exam-title').textContent = `${exam.title} · ${kind}`;
+}
+
+function onRoster(message) {
+  if (state.ended) return;
+  const students = Array.isArray(message.students) ? message.students.filter((s) => s && typeof s.id === 'string') : [];
+  for (const student of students) {
+    if (!Number.isInteger(student.slot) || student.slot < 0) student.slot = 0;
+    if (typeof student.name !== 'string') student.name = t('desk.student.unknown');
+  }
+  state.roster = {
+    slots: Number.isInteger(message.slots) ? message.slots : state.roster.slots,
+    students,
+    queue: Number(message.queue) || 0,
+    others: Array.isArray(message.others) ? message.others : undefined,
+  };
+  // More (or fewer) places than our transceivers cover: negotiate again with the new count.
+  if (media.pc && state.roster.slots > 0 && state.roster.slots !== media.slots) {
+    startMedia(state.roster.slots);
+    return;
+  }
+  renderRoster();
+}
+
+function onStats(message) {
+  const tracks = message.tracks && typeof message.tracks === 'object' ? message.tracks : {};
+  for (const [studentId, entry] of Object.entries(tracks)) {
+    const student = studentById(studentId);
+    const previous = state.stats.get(studentId);
+    const { quality, lastLost } = assessQuality(student, entry ?? {}, previous);
+    state.stats.set(studentId, {
+      quality,
+      lastLost,
+      serverAudio: normaliseAudioLevel(entry?.microphone?.audio_level) ?? 0,
+    });
+  }
+  for (const studentId of state.stats.keys()) {
+    if (!(studentId in tracks) && !studentById(studentId)) state.stats.delete(studentId);
+  }
+  for (const student of state.roster.students) {
+    const tile = state.tiles.get(student.id);
+    if (tile) {
+      renderStatusList(tile.statusList, student, { withHand: false });
+      updateLevel(tile, student);
+    }
+    if (student.id === state.focusedId) renderStatusList($('focus-status'), student);
+  }
+}
+
+async function begin(name) {
+  state.name = name;
+  try {
+    state.audioContext = new AudioContext();
+  } catch {
+    state.audioContext = null;
+  }
+  const sig = new Signalling({ token: state.token, name });
+  state.sig = sig;
+  sig.addEventListener('state', () => {
+    renderConnection();
+    if (sig.state === 'closed' && !state.ended && state.welcome) onClosedFor(sig.closeCode);
+    if (sig.state === 'reconnecting') stopTalk({ notify: false });
+  });
+  sig.on('welcome', onWelcome);
+  sig.on('roster', onRoster);
+  sig.on('stats', onStats);
+  sig.on('alert', onAlert);
+  sig.on('exam_ended', onExamEnded);
+  sig.on('error', (error) => {
+    if (['link_invalid', 'link_expired', 'exam_ended'].includes(error.code)) {
+      endEverything();
+      showNotice('desk.notice.closed_heading', errorText(error));
+    }
+  });
+  const submit = $('start-form').querySelector('button[type=submit]');
+  submit.disabled = true;
+  submit.textContent = t('desk.start.connecting');
+  try {
+    await sig.connect();
+  } catch (error) {
+    state.ended = true;
+    const heading = error.code === 'exam_ended' ? 'desk.notice.ended_heading' : 'desk.notice.refused_heading';
+    showNotice(heading, errorText(error));
+  }
+}
+
+// --- wiring ---------------------------------------------------------------------
+
+function validateStart() {
+  const name = $('display-name').value.trim();
+  let ok = true;
+  $('display-name-error').textContent = '';
+  $('conduct-error').textContent = '';
+  $('display-name').removeAttribute('aria-invalid');
+  $('conduct-agree').removeAttribute('aria-invalid');
+  if (name.length === 0 || name.length > NAME_MAX) {
+    $('display-name-error').textContent = t('desk.start.name_required', { max: NAME_MAX });
+    $('display-name').setAttribute('aria-invalid', 'true');
+    ok = false;
+  }
+  if (!$('conduct-agree').checked) {
+    $('conduct-error').textContent = t('desk.start.agree_required');
+    $('conduct-agree').setAttribute('aria-invalid', 'true');
+    ok = false;
+  }
+  if (!ok) ($('display-name').getAttribute('aria-invalid') ? $('display-name') : $('conduct-agree')).focus();
+  return ok ? name : null;
+}
+
+function renderLanguage() {
+  const lang = currentLanguage();
+  document.documentElement.lang = lang;
+  for (const button of document.querySelectorAll('[data-lang]')) {
+    button.setAttribute('aria-pressed', String(button.dataset.lang === lang));
+  }
+  translatePage(document);
+  for (const button of document.querySelectorAll('[data-preset]')) button.textContent = t(button.dataset.preset);
+  renderConnection();
+  renderMediaStatus();
+  renderExamTitle();
+  renderTalk();
+  renderSoundToggle();
+  renderAlerts();
+  if (state.welcome && !state.ended) renderRoster();
+  if (state.focusedId) {
+    const student = studentById(state.focusedId);
+    if (student) renderStudentView(student);
+  }
+  renderIncidents();
+  renderResults();
+  if (noticeKeys && !$('notice').hidden) {
+    const { headingKey, textOrKey, vars } = noticeKeys;
+    $('notice-heading').textContent = t(headingKey);
+    if (textOrKey.startsWith('desk.')) $('notice-text').textContent = t(textOrKey, vars);
+  }
+}
+
+function wire() {
+  for (const button of document.querySelectorAll('[data-lang]')) {
+    button.addEventListener('click', () => setLanguage(button.dataset.lang));
+  }
+  document.addEventListener('languagechange', renderLanguage);
+
+  // Never offer "save video as": no context menu on any picture of a student.
+  document.addEventListener('contextmenu', (event) => {
+    if (event.target instanceof Element && event.target.closest('video, figure')) event.preventDefault();
+  });
+  document.addEventListener('dragstart', (event) => {
+    if (event.target instanceof Element && event.target.closest('video')) event.preventDefault();
+  });
+  for (const video of document.querySelectorAll('video')) hardenVideo(video);
+
+  $('start-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const name = validateStart();
+    if (name) begin(name);
+  });
+
+  const focusDialog = $('focus-dialog');
+  focusDialog.addEventListener('close', () => { if (state.focusedId && !state.oral) closeFocus(); });
+  $('focus-close').addEventListener('click', () => closeFocus());
+
+  for (const button of document.querySelectorAll('[data-preset]')) {
+    button.addEventListener('click', () => sendMessage(t(button.dataset.preset)));
+  }
+  $('message-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    sendMessage($('message-text').value);
+  });
+  $('message-text').addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      sendMessage($('message-text').value);
+    }
+  });
+
+  wireTalk();
+
+  $('handover-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const studentId = state.focusedId;
+    const to = $('handover-to').value;
+    if (!studentId || !to) return;
+    const other = state.roster.others?.find((entry) => entry.id === to);
+    setResult('handover-result', () => t('desk.handover.sending'), 'pending');
+    try {
+      if (state.talk) stopTalk();
+      await state.sig.request('hand_over', { student_id: studentId, to });
+      const done = t('desk.handover.done', { name: nameOf(studentId), to: other?.name ?? '' });
+      if (state.focusedId === studentId) closeFocus();
+      toast(done);
+    } catch (error) {
+      setResult('handover-result', () => errorText(error), 'error');
+    }
+  });
+
+  $('end-open').addEventListener('click', () => { if (state.focusedId) openEndDialog(state.focusedId); });
+  $('oral-next').addEventListener('click', () => { if (state.focusedId) openEndDialog(state.focusedId, { next: true }); });
+  $('end-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    confirmEnd();
+  });
+  $('end-cancel').addEventListener('click', () => {
+    state.endTarget = null;
+    $('end-dialog').close();
+  });
+  $('end-dialog').addEventListener('close', () => {
+    state.endTarget = null;
+    const back = state.oral ? $('oral-next') : $('end-open');
+    if (!back.disabled && back.offsetParent !== null) back.focus();
+  });
+
+  $('sound-toggle').addEventListener('click', () => {
+    state.soundOn = !state.soundOn;
+    renderSoundToggle();
+    if (state.soundOn) beep();
+  });
+  $('alerts-clear').addEventListener('click', () => {
+    state.alerts = [];
+    renderAlerts();
+    $('alerts-heading').setAttribute('tabindex', '-1');
+    $('alerts-heading').focus();
+  });
+  $('oral-mic').addEventListener('click', toggleOralMic);
+  $('incident-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    addIncident();
+  });
+  $('incidents-download').addEventListener('click', downloadIncidents);
+  // Incident notes live only here: ask before a reload or close throws them away.
+  window.addEventListener('beforeunload', (event) => {
+    if (!state.ended && state.incidents.length > 0 && !state.incidentsDownloaded) event.preventDefault();
+  });
+
+  // The fragment holds the token: the skip link moves focus without touching it.
+  for (const link of document.querySelectorAll('.skip-link')) {
+    link.addEventListener('click', (event) => {
+      event.preventDefault();
+      $('main').focus();
+    });
+  }
+  // Another link pasted into this tab changes only the fragment: start again with it.
+  window.addEventListener('hashchange', () => location.reload());
+  // Restored from the back-forward cache, the page's connections are gone: start afresh.
+  window.addEventListener('pageshow', (event) => { if (event.persisted) location.reload(); });
+  window.addEventListener('pagehide', () => {
+    closePeer();
+    state.sig?.close();
+  });
+}
+
+function main() {
+  wire();
+  renderLanguage();
+  state.token = tokenFromFragment();
+  if (!state.token) {
+    showNotice('desk.notice.no_link_heading', 'desk.notice.no_link');
+    return;
+  }
+  show('start');
+  $('display-name').focus();
+}
+
+main();
