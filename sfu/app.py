@@ -6,7 +6,7 @@ Routes: GET /ws (signalling, works), /healthz, /common/ (shared page modules),
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -58,9 +58,19 @@ def _add_pages(app: web.Application) -> None:
     from student_join.routes import student_app
     from surveillant_ui.routes import desk_app, organise_app
 
+    for page in ("join", "desk", "organise"):
+        app.router.add_get(f"/{page}", _redirect_to(f"/{page}/"))
     app.add_subapp("/join/", student_app())
     app.add_subapp("/desk/", desk_app())
     app.add_subapp("/organise/", organise_app())
+
+
+def _redirect_to(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        # The browser keeps the link's fragment (the token) across the redirect.
+        raise web.HTTPPermanentRedirect(path)
+
+    return redirect
 
 
 def creator_link(app: web.Application) -> str:

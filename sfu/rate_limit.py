@@ -1,12 +1,17 @@
 """Rate limits: a token bucket per socket and a sliding count of joins per address.
 
 Addresses are held in memory only, for at most one window, and never logged.
+An IPv6 host is counted by its /64 prefix (it may use any address in it), and an
+IPv4-mapped IPv6 address as the IPv4 address it is.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
+
+IPV6_HOST_PREFIX = 64
 
 
 class TokenBucket:
@@ -36,8 +41,21 @@ class TokenBucket:
         return self.refused > self.burst
 
 
+def address_key(address: str) -> str:
+    """What one join limit counts: the IPv4 address, or the /64 an IPv6 address is in."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_HOST_PREFIX), strict=False))
+    return str(parsed)
+
+
 class AddressLimiter:
-    """At most `limit` joins per address within `window` seconds."""
+    """At most `limit` joins per address within `window` seconds, for at most `max_addresses` at once."""
 
     def __init__(self, limit: int = 60, window: float = 60.0, max_addresses: int = 100_000) -> None:
         self.limit = limit
@@ -48,9 +66,13 @@ class AddressLimiter:
     def allow(self, address: str) -> bool:
         """Count one join from `address`; False when it is over the limit."""
         now = time.monotonic()
-        if len(self._joins) >= self.max_addresses:
+        key = address_key(address)
+        if key not in self._joins and len(self._joins) >= self.max_addresses:
             self._prune(now)
-        joins = self._joins.setdefault(address, deque())
+            # Still full: forget the addresses first seen longest ago rather than grow without bound.
+            while len(self._joins) >= self.max_addresses:
+                del self._joins[next(iter(self._joins))]
+        joins = self._joins.setdefault(key, deque())
         while joins and joins[0] <= now - self.window:
             joins.popleft()
         if len(joins) >= self.limit:

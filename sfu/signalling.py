@@ -189,8 +189,18 @@ class Connection:
                 "exam": exam.settings.to_public() if exam is not None else None,
                 "cap": exam.cap if exam is not None else self.registry.config.default_cap,
                 "ice_servers": [server.to_browser() for server in self.registry.config.ice_servers],
+                "links": self.organiser_links(exam) if participant.role == "organiser" else None,
             }
         )
+
+    def organiser_links(self, exam: Exam | None) -> dict[str, str] | None:
+        """The exam's organiser and student links, so a reloaded organiser page can show them again."""
+        if exam is None:
+            return None
+        return {
+            "organiser": self.registry.exam_link(exam.settings, "organiser", "organiser"),
+            "student": self.registry.exam_link(exam.settings, "student", "student"),
+        }
 
     def require_exam(self) -> tuple[Exam, Participant]:
         """The exam and participant of an authenticated exam socket, or `not_allowed`."""

@@ -262,3 +262,19 @@ async def test_flood_closes_the_socket(live_exam: dict[str, Any]) -> None:
     # The student and organiser are still fine.
     reply = await live_exam["student"].request({"type": "hand", "raised": True})
     assert reply["type"] == "ack"
+
+
+async def test_exam_organiser_gets_the_exam_links_back(server: Any) -> None:
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server)
+        organiser = Client(session, server.url)
+        welcome = await organiser.connect(token(created["organiser_link"]))
+        assert welcome["links"] == {"organiser": created["organiser_link"], "student": created["student_link"]}
+        student = Client(session, server.url)
+        student_welcome = await student.connect(token(created["student_link"]), name="Kim")
+        assert student_welcome["links"] is None and student_welcome["resume"]
+        for page in ("join", "desk", "organise"):
+            async with session.get(f"{server.url}/{page}", allow_redirects=False) as response:
+                assert response.status == 308 and response.headers["Location"] == f"/{page}/"
+        await organiser.close()
+        await student.close()

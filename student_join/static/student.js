@@ -2,6 +2,7 @@
 // waiting, live, end. No device is touched before the student confirms the notice.
 
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
+import { keepTokenOnSkipLinks } from '/common/fragment.js';
 import { catalogue, currentLanguage, setLanguage, translatePage } from '/common/i18n.js';
 import { chime } from './chime.js';
 import {
@@ -679,6 +680,7 @@ function wireControls() {
   });
   $('problem-retry').addEventListener('click', () => page.retry?.());
   document.addEventListener('visibilitychange', () => sendStatus());
+  keepTokenOnSkipLinks();
   // A link pasted into an open page changes only the fragment: start again with it.
   window.addEventListener('hashchange', () => {
     if (page.step !== 'session') location.reload();

@@ -2,6 +2,7 @@
 // Nothing is kept: no storage API, no recorder; media only lives in <video>/<audio>.
 
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
+import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { t, currentLanguage, localize, setLanguage, translatePage } from '/common/i18n.js';
 
 const ALERT_KINDS = new Set([
@@ -1321,15 +1322,8 @@ function wire() {
     if (!state.ended && state.incidents.length > 0 && !state.incidentsDownloaded) event.preventDefault();
   });
 
-  // The fragment holds the token: the skip link moves focus without touching it.
-  for (const link of document.querySelectorAll('.skip-link')) {
-    link.addEventListener('click', (event) => {
-      event.preventDefault();
-      $('main').focus();
-    });
-  }
-  // Another link pasted into this tab changes only the fragment: start again with it.
-  window.addEventListener('hashchange', () => location.reload());
+  keepTokenOnSkipLinks();
+  reloadOnNewLink();
   // Restored from the back-forward cache, the page's connections are gone: start afresh.
   window.addEventListener('pageshow', (event) => { if (event.persisted) location.reload(); });
   window.addEventListener('pagehide', () => {

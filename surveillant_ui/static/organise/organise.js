@@ -2,6 +2,7 @@
 // it running (surveillants, queue, cap, end). Counts only: the organiser never sees media.
 
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
+import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { t, currentLanguage, localize, setLanguage, translatePage } from '/common/i18n.js';
 
 const DEFAULT_CAP = { written: 8, oral: 1 };
@@ -171,6 +172,14 @@ function onWelcome(welcome) {
   }
   state.exam = welcome.exam;
   if (Number.isInteger(welcome.cap)) state.exam = { ...welcome.exam, cap: welcome.cap };
+  if (state.links.length === 0 && welcome.links) {
+    // After a reload: the exam's own links come back from the server (surveillant seats don't).
+    state.links = [
+      { labelKey: 'organise.links.organiser', hintKey: 'organise.links.organiser_hint', url: welcome.links.organiser },
+      { labelKey: 'organise.links.student', hintKey: 'organise.links.student_hint', url: welcome.links.student },
+    ];
+    renderLinks();
+  }
   renderExam();
   show('overview', ...(state.links.length > 0 ? ['links'] : []));
   renderOverview();
@@ -507,15 +516,8 @@ function wire() {
   window.addEventListener('pagehide', () => state.sig?.close());
   // Restored from the back-forward cache, the page's connection is gone: start afresh.
   window.addEventListener('pageshow', (event) => { if (event.persisted) location.reload(); });
-  // The fragment holds the token: the skip link moves focus without touching it.
-  for (const link of document.querySelectorAll('.skip-link')) {
-    link.addEventListener('click', (event) => {
-      event.preventDefault();
-      $('main').focus();
-    });
-  }
-  // Another link pasted into this tab changes only the fragment: start again with it.
-  window.addEventListener('hashchange', () => location.reload());
+  keepTokenOnSkipLinks();
+  reloadOnNewLink();
 }
 
 function main() {
