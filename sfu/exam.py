@@ -185,6 +185,8 @@ class Exam:
             self.media.route(move.student, move.surveillant, slot)
             student = self.participants.get(move.student)
             if student is not None:
+                if not self.settings.id_check:
+                    student.admitted = True
                 self.send_quality(student, focused=False)
         self.publish()
 
@@ -240,6 +242,9 @@ class Exam:
                             "surveillant": {"id": surveillant.id, "name": surveillant.name},
                         },
                     )
+                    # Once per connection: a student who reconnects hears again that they were admitted.
+                    if student.admitted:
+                        student.push_if_changed("admission", {"type": "admitted", "v": 1})
             surveillant.push_if_changed("roster", self.roster_for(surveillant))
         overview = self.overview()
         for organiser in self.by_role("organiser"):
@@ -258,6 +263,7 @@ class Exam:
                     "name": student.name,
                     "slot": self.slots[surveillant.id].get(student.id),
                     "hand": student.hand_raised,
+                    "admitted": student.admitted,
                     "status": student.status.to_public(),
                     "connected": student.connected,
                 }
@@ -292,6 +298,7 @@ class Exam:
                     "students": len(self.assignment.students_of(s.id)),
                     "cap": self.cap,
                     "alerts": s.alerts,
+                    "unchecked": self.unchecked(s.id),
                     "connected": s.connected,
                 }
                 for s in self.by_role("surveillant")
@@ -301,6 +308,14 @@ class Exam:
                 for position, student_id in enumerate(self.assignment.queue(), start=1)
             ],
         }
+
+    def unchecked(self, surveillant_id: str) -> int:
+        """How many of the surveillant's students still wait for their ID check."""
+        return sum(
+            1
+            for student_id in self.assignment.students_of(surveillant_id)
+            if (student := self.participants.get(student_id)) is not None and not student.admitted
+        )
 
     def alert(self, surveillant_id: str, student_id: str, kind: str) -> None:
         """A live alert for the student's surveillant; counted for the organiser, never stored."""
@@ -329,6 +344,13 @@ class Exam:
         if self.assignment.surveillant_of(student.id) != surveillant.id:
             raise ProtocolError("not_allowed")
         return student
+
+    def admit(self, student: Participant, surveillant: Participant) -> None:
+        """The surveillant checked the student's identity live: admitted for the rest of the exam."""
+        if not student.admitted:
+            student.admitted = True
+            logger.info("exam %s: student %s admitted by %s", self.id, student.id, surveillant.id)
+        self.publish()
 
     def set_focus(self, surveillant: Participant, student_id: str | None) -> None:
         """Full quality for the focused student, thumbnail for the one focused before."""

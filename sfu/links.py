@@ -47,7 +47,7 @@ _FORBIDDEN_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u
 _FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 _PAYLOAD_FIELDS = frozenset({"v", "role", "seat", "exp", "exam"})
-_EXAM_FIELDS = frozenset({"id", "title", "kind", "cap", "note", "contact", "ends_at"})
+_EXAM_FIELDS = frozenset({"id", "title", "kind", "cap", "note", "contact", "ends_at", "id_check"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class ExamSettings:
     note: str
     contact: str
     ends_at: int
+    id_check: bool
+    """Students wait, watched, until their surveillant has checked their identity live and admits them."""
 
     def to_public(self) -> dict[str, Any]:
         """The exam as shown to participants in `welcome` (and as stored in a token)."""
@@ -72,6 +74,7 @@ class ExamSettings:
             "note": self.note,
             "contact": self.contact,
             "ends_at": self.ends_at,
+            "id_check": self.id_check,
         }
 
 
@@ -135,6 +138,7 @@ def _exam_is_valid(exam: ExamSettings) -> bool:
         and is_text(exam.note, 0, NOTE_MAX, multiline=True)
         and is_text(exam.contact, 0, CONTACT_MAX, multiline=True)
         and _is_int(exam.ends_at, 0, TIME_MAX)
+        and type(exam.id_check) is bool
     )
 
 
@@ -199,6 +203,7 @@ def _exam_from_payload(value: object) -> ExamSettings | None:
         note=value["note"],
         contact=value["contact"],
         ends_at=value["ends_at"],
+        id_check=value["id_check"],
     )
     return exam if _exam_is_valid(exam) else None
 

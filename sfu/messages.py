@@ -216,6 +216,7 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
         "note": _Field(_multi_line(0, NOTE_MAX)),
         "contact": _Field(_multi_line(0, CONTACT_MAX)),
         "ends_at": _Field(_integer(0, TIME_MAX)),
+        "id_check": _Field(_boolean),
     },
     "add_surveillant": {},
     "set_cap": {"cap": _Field(_integer(CAP_MIN, CAP_MAX))},
@@ -234,6 +235,7 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
     "talk": {"student_id": _Field(_participant_id), "on": _Field(_boolean)},
     "hand_over": {"student_id": _Field(_participant_id), "to": _Field(_participant_id)},
     "end_session": {"student_id": _Field(_participant_id), "reason": _Field(_multi_line(0, REASON_MAX))},
+    "admit": {"student_id": _Field(_participant_id)},
 }
 
 _SENDERS: dict[str, frozenset[Role | None]] = {
@@ -251,6 +253,7 @@ _SENDERS: dict[str, frozenset[Role | None]] = {
     "talk": frozenset({"surveillant"}),
     "hand_over": frozenset({"surveillant"}),
     "end_session": frozenset({"surveillant"}),
+    "admit": frozenset({"surveillant"}),
 }
 
 CLIENT_MESSAGE_TYPES: frozenset[str] = frozenset(_SCHEMAS)

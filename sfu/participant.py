@@ -59,6 +59,8 @@ class Participant:
     resume: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     status: StudentStatus = field(default_factory=StudentStatus)
     hand_raised: bool = False
+    admitted: bool = False
+    """A student whose identity their surveillant checked live (or any assigned student without ID check)."""
     alerts: int = 0
     socket: web.WebSocketResponse | None = None
     grace_task: asyncio.Task[None] | None = None

@@ -57,7 +57,9 @@ class ExamRegistry:
         """One more surveillant seat for this exam."""
         return self.exam_link(settings, "surveillant", "s-" + secrets.token_hex(4))
 
-    def create(self, title: str, kind: str, cap: int, note: str, contact: str, ends_at: int) -> ExamSettings:
+    def create(
+        self, title: str, kind: str, cap: int, note: str, contact: str, ends_at: int, id_check: bool
+    ) -> ExamSettings:
         """Settings for a new exam; the exam itself starts when its first link is used."""
         if ends_at <= time.time():
             raise ProtocolError("invalid")
@@ -69,6 +71,7 @@ class ExamRegistry:
             note=note,
             contact=contact,
             ends_at=ends_at,
+            id_check=id_check,
         )
 
     def open(self, settings: ExamSettings) -> Exam:

@@ -217,7 +217,7 @@ class Connection:
         cap = message["cap"] if message["kind"] == "written" else 1
         settings = self.registry.create(
             message["title"], message["kind"], cap, message.get("note", ""), message.get("contact", ""),
-            message["ends_at"],
+            message["ends_at"], message["id_check"],
         )
         logger.info("exam %s: created", settings.exam_id)
         await self.reply(
@@ -343,6 +343,13 @@ class Connection:
         exam, surveillant = self.require_exam()
         student = exam.assigned_student(surveillant, message["student_id"])
         await exam.end_session(student, message.get("reason", ""))
+        await self.reply({"type": "ack", "v": 1}, ref)
+
+    async def on_admit(self, message: dict[str, Any], ref: int | None) -> None:
+        """Admit an assigned student once their surveillant has checked their identity live."""
+        exam, surveillant = self.require_exam()
+        student = exam.assigned_student(surveillant, message["student_id"])
+        exam.admit(student, surveillant)
         await self.reply({"type": "ack", "v": 1}, ref)
 
     # -- the end of a socket -------------------------------------------------

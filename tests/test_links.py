@@ -32,6 +32,7 @@ EXAM = ExamSettings(
     note="Houd je studentenkaart bij de hand.\nSucces!",
     contact="toetsbureau@example.nl",
     ends_at=NOW + 3600,
+    id_check=True,
 )
 
 
@@ -107,7 +108,33 @@ def test_to_public_has_the_welcome_fields() -> None:
         "note": "Houd je studentenkaart bij de hand.\nSucces!",
         "contact": "toetsbureau@example.nl",
         "ends_at": NOW + 3600,
+        "id_check": True,
     }
+
+
+@pytest.mark.parametrize("id_check", [True, False])
+def test_id_check_is_signed_and_round_trips(id_check: bool) -> None:
+    capability = student(dataclasses.replace(EXAM, id_check=id_check))
+    signer = LinkSigner(SECRET)
+    assert payload_of(capability)["exam"]["id_check"] is id_check
+    verified = signer.verify(signer.sign(capability), NOW)
+    assert verified.exam is not None and verified.exam.id_check is id_check
+
+
+def test_id_check_cannot_be_switched_off_in_a_signed_link() -> None:
+    token = LinkSigner(SECRET).sign(student())
+    body, signature = token.split(".")
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    switched = raw.replace(b'"id_check":true', b'"id_check":false')
+    assert switched != raw
+    assert refused(b64(switched) + "." + signature) == "link_invalid"
+
+
+def test_a_link_without_id_check_is_invalid() -> None:
+    # Links signed before the field existed: none were handed out, so none need to keep working.
+    payload = payload_of(student())
+    del payload["exam"]["id_check"]
+    assert refused(forge(payload)) == "link_invalid"
 
 
 def test_largest_exam_fits_in_a_token() -> None:
@@ -120,6 +147,7 @@ def test_largest_exam_fits_in_a_token() -> None:
         note=emoji * 500,
         contact=emoji * 500,
         ends_at=2**53,
+        id_check=False,
     )
     capability = Capability(role="surveillant", exam=exam, seat="s" * 64, expires_at=2**53)
     signer = LinkSigner(SECRET)
@@ -325,6 +353,11 @@ def _exam_payload(**changes: object) -> dict:
         _exam_payload(ends_at=None),
         _exam_payload(ends_at=1.5),
         _exam_payload(extra="x"),
+        _exam_payload(id_check=1),
+        _exam_payload(id_check=0),
+        _exam_payload(id_check="true"),
+        _exam_payload(id_check=None),
+        _exam_payload(id_check=[True]),
         {k: v for k, v in _student_payload().items() if k != "seat"},
         [],
         "student",
@@ -389,6 +422,8 @@ def test_creator_rules_on_verify(payload: dict) -> None:
         Capability(role="student", exam=dataclasses.replace(EXAM, title="x" * 121), seat="student", expires_at=NOW),
         Capability(role="student", exam=dataclasses.replace(EXAM, kind="essay"), seat="student", expires_at=NOW),  # type: ignore[arg-type]
         Capability(role="student", exam=dataclasses.replace(EXAM, note="\ud800"), seat="student", expires_at=NOW),
+        Capability(role="student", exam=dataclasses.replace(EXAM, id_check=1), seat="student", expires_at=NOW),  # type: ignore[arg-type]
+        Capability(role="student", exam=dataclasses.replace(EXAM, id_check=None), seat="student", expires_at=NOW),  # type: ignore[arg-type]
     ],
 )
 def test_sign_refuses_what_verify_would_refuse(capability: Capability) -> None:
@@ -484,10 +519,13 @@ def test_signed_random_payloads_only_raise_link_error(payload: object) -> None:
     cap=st.integers(1, 50),
     kind=st.sampled_from(["written", "oral"]),
     expires_at=st.integers(NOW + 1, 2**53),
+    id_check=st.booleans(),
 )
-def test_any_valid_exam_round_trips(title: str, note: str, cap: int, kind: str, expires_at: int) -> None:
+def test_any_valid_exam_round_trips(
+    title: str, note: str, cap: int, kind: str, expires_at: int, id_check: bool
+) -> None:
     exam = ExamSettings(exam_id=new_exam_id(), title=title, kind=kind, cap=cap, note=note, contact="",  # type: ignore[arg-type]
-                        ends_at=NOW)
+                        ends_at=NOW, id_check=id_check)
     capability = Capability(role="surveillant", exam=exam, seat="s1", expires_at=expires_at)
     signer = LinkSigner(SECRET)
     assert signer.verify(signer.sign(capability), NOW) == capability

@@ -39,6 +39,7 @@ SENDERS: dict[str, set[str | None]] = {
     "talk": {"surveillant"},
     "hand_over": {"surveillant"},
     "end_session": {"surveillant"},
+    "admit": {"surveillant"},
 }
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
@@ -52,6 +53,7 @@ VALID: dict[str, dict[str, Any]] = {
         "note": "Rekenmachine toegestaan.\nSucces!",
         "contact": "toetsbureau@example.nl",
         "ends_at": 1_700_003_600,
+        "id_check": True,
     },
     "add_surveillant": {},
     "set_cap": {"cap": 4},
@@ -65,6 +67,7 @@ VALID: dict[str, dict[str, Any]] = {
     "talk": {"student_id": "p-0a1b2c3d4e5f", "on": True},
     "hand_over": {"student_id": "p-0a1b2c3d4e5f", "to": "p-ffeeddccbbaa"},
     "end_session": {"student_id": "p-0a1b2c3d4e5f", "reason": "Fraude vermoed."},
+    "admit": {"student_id": "p-0a1b2c3d4e5f"},
 }
 
 
@@ -319,6 +322,11 @@ INVALID_FIELDS: list[tuple[str, dict[str, Any]]] = [
     ("create_exam", {"ends_at": -1}),
     ("create_exam", {"ends_at": True}),
     ("create_exam", {"ends_at": 2**53 + 1}),
+    ("create_exam", {"id_check": 1}),
+    ("create_exam", {"id_check": 0}),
+    ("create_exam", {"id_check": "true"}),
+    ("create_exam", {"id_check": None}),
+    ("create_exam", {"id_check": [True]}),
     ("set_cap", {"cap": 0}),
     ("set_cap", {"cap": 51}),
     ("set_cap", {"cap": False}),
@@ -350,6 +358,11 @@ INVALID_FIELDS: list[tuple[str, dict[str, Any]]] = [
     ("hand_over", {"to": "p 1"}),
     ("end_session", {"reason": "x" * 301}),
     ("end_session", {"reason": None}),
+    ("admit", {"student_id": None}),
+    ("admit", {"student_id": ""}),
+    ("admit", {"student_id": 5}),
+    ("admit", {"student_id": "x" * 65}),
+    ("admit", {"student_id": ["p-0a1b2c3d4e5f"]}),
 ]
 
 
@@ -372,6 +385,7 @@ VALID_EDGES: list[tuple[str, dict[str, Any]]] = [
     ("create_exam", {"note": "x" * 500}),
     ("create_exam", {"contact": "x" * 500}),
     ("create_exam", {"ends_at": 0}),
+    ("create_exam", {"id_check": False}),
     ("set_cap", {"cap": 50}),
     ("offer", {"sdp": "x" * 60_000}),
     ("focus", {"student_id": "x" * 64}),
@@ -379,6 +393,7 @@ VALID_EDGES: list[tuple[str, dict[str, Any]]] = [
     ("message", {"text": "regel 1\nregel 2\tmet tab"}),
     ("end_session", {"reason": ""}),
     ("end_session", {"reason": "x" * 300}),
+    ("admit", {"student_id": "x" * 64}),
 ]
 
 

@@ -25,6 +25,7 @@ async def create_exam(session: aiohttp.ClientSession, server: Any, **fields: Any
             "note": "",
             "contact": "exams@example.org",
             "ends_at": int(time.time()) + 3600,
+            "id_check": fields.get("id_check", False),
         }
     )
     await organiser.close()

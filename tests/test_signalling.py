@@ -113,7 +113,7 @@ async def test_exam_ends_at_its_end_time(server: Any) -> None:
         await organiser.connect(token(server.creator_link))
         created = await organiser.request(
             {"type": "create_exam", "title": "Kort", "kind": "written", "cap": 2, "note": "", "contact": "",
-             "ends_at": int(time.time()) + 2}
+             "ends_at": int(time.time()) + 2, "id_check": False}
         )
         student = await joined(session, server, created["student_link"], "Kim")
         await student.wait_for(lambda m: m["type"] == "exam_ended", timeout=5)

@@ -79,7 +79,9 @@ MEDIA_SPY = r"""
 """
 
 
-async def create_exam(session: aiohttp.ClientSession, server: Any, kind: str = "written") -> dict[str, Any]:
+async def create_exam(
+    session: aiohttp.ClientSession, server: Any, kind: str = "written", id_check: bool = False
+) -> dict[str, Any]:
     organiser = Client(session, server.url)
     await organiser.connect(server.creator_link.split("#", 1)[1])
     created = await organiser.request(
@@ -91,6 +93,7 @@ async def create_exam(session: aiohttp.ClientSession, server: Any, kind: str = "
             "note": NOTE,
             "contact": CONTACT,
             "ends_at": int(time.time()) + 3600,
+            "id_check": id_check,
         }
     )
     await organiser.close()

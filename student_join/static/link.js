@@ -11,7 +11,7 @@ function decodeBase64Url(text) {
   return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
 }
 
-// { title, kind, note, contact } from a token, or null when it cannot be read.
+// { title, kind, note, contact, id_check } from a token, or null when it cannot be read.
 export function examFromToken(token) {
   try {
     const payload = JSON.parse(decodeBase64Url(token.split('.')[0]));
@@ -23,6 +23,7 @@ export function examFromToken(token) {
       kind: exam.kind === 'oral' ? 'oral' : 'written',
       note: text(exam.note),
       contact: text(exam.contact),
+      id_check: exam.id_check === true,
     };
   } catch {
     return null;

@@ -45,6 +45,8 @@ const page = {
   step: 'loading',
   surveillant: null,
   queuePosition: null,
+  participantId: null,
+  admitted: false, // with an ID check: true once the surveillant has checked the student's identity
   handRaised: false,
   mediaState: 'new',
   mediaEverConnected: false,
@@ -94,6 +96,7 @@ function showExam() {
   $('exam-title').textContent = title;
   $('exam-title').hidden = title === '';
   $('examiner-card').hidden = page.exam?.kind !== 'oral';
+  $('notice-id-check').hidden = page.exam?.id_check !== true;
   const contact = page.exam?.contact?.trim();
   for (const element of [$('notice-contact'), $('alternative-contact')]) {
     if (contact) say(element, 'student.notice_contact', { contact });
@@ -335,6 +338,8 @@ async function join() {
   page.checkMeter = null;
   page.surveillant = null;
   page.queuePosition = null;
+  page.participantId = null;
+  page.admitted = false;
   page.mediaState = 'new';
   page.mediaEverConnected = false;
   page.lastStatus = null;
@@ -392,6 +397,7 @@ function listen(signalling) {
     page.queuePosition = null;
     renderSession();
   });
+  signalling.on('admitted', () => admitted());
   signalling.on('message', (message) => addMessage(String(message.from ?? ''), String(message.text ?? '')));
   signalling.on('talk', (message) => renderTalk(message.on === true, String(message.from ?? '')));
   signalling.on('quality', (message) => page.publisher?.applyQuality(message.encodings));
@@ -404,6 +410,12 @@ function welcomed(welcome) {
   if (welcome.exam) {
     page.exam = { ...page.exam, ...welcome.exam };
     showExam();
+  }
+  // A resume keeps the place and the admission; a fresh place (the old one expired) starts unchecked.
+  if (welcome.participant_id !== page.participantId) {
+    page.participantId = welcome.participant_id;
+    page.admitted = false;
+    renderSession();
   }
   const iceServers = Array.isArray(welcome.ice_servers) ? welcome.ice_servers : [];
   if (!page.publisher) {
@@ -484,11 +496,31 @@ function signallingState(signalling, state) {
   }
 }
 
+// Placed and watched, but not yet admitted: the surveillant checks the student's ID on the webcam.
+function checkingIdentity() {
+  return page.surveillant !== null && page.exam?.id_check === true && !page.admitted;
+}
+
+function admitted() {
+  const wasChecking = checkingIdentity();
+  page.admitted = true;
+  renderSession();
+  if (wasChecking && !page.ended) say($('admission'), 'student.admitted_status');
+}
+
 function renderSession() {
   const live = page.surveillant !== null;
+  const checking = checkingIdentity();
   document.body.classList.toggle('is-live', live && !page.ended);
   $('live-banner').hidden = !live || page.ended;
-  if (live) {
+  const admission = $('admission');
+  if (checking) say(admission, 'student.id_check_nothing_kept');
+  else if (!live || admission.dataset.i18n === 'student.id_check_nothing_kept') say(admission, null);
+  if (checking) {
+    say($('live-text'), 'student.live_watched_by', { name: page.surveillant });
+    say($('session-heading'), 'student.id_check_heading');
+    say($('session-text'), 'student.id_check_text');
+  } else if (live) {
     say($('live-text'), 'student.live_watched_by', { name: page.surveillant });
     say($('session-heading'), 'student.live_heading');
     say($('session-text'), 'student.live_text', { name: page.surveillant });

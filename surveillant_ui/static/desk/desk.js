@@ -79,6 +79,8 @@ const ICON_PATHS = {
   bellOff: 'M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9M10.3 21a1.94 1.94 0 0 0 3.4 0M2 2l20 20',
   mic: 'M12 2a3 3 0 0 0-3 3v7a3 3 0 0 0 6 0V5a3 3 0 0 0-3-3zM19 10v2a7 7 0 0 1-14 0v-2M12 19v3',
   micOff: 'M12 2a3 3 0 0 0-3 3v7a3 3 0 0 0 6 0V5a3 3 0 0 0-3-3zM19 10v2a7 7 0 0 1-14 0v-2M12 19v3M2 2l20 20',
+  idCard: 'M3 6a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2zM9 11a2 2 0 1 0 0-4 2 2 0 0 0 0 4z'
+    + 'M5.5 16a3.5 3.5 0 0 1 7 0M14 9h4M14 13h4',
 };
 
 function icon(name) {
@@ -267,6 +269,9 @@ function createTile(student) {
   const screenCaption = h('figcaption', { class: 'caption' });
   const name = h('h2', { class: 'tile-name', id: nameId });
   const hand = h('p', { class: 'hand-badge', hidden: true });
+  const idBadge = h('p', { class: 'id-badge' });
+  const admit = h('button', { type: 'button', class: 'admit primary' });
+  const admission = h('div', { class: 'tile-admission', hidden: true }, idBadge, admit);
   const statusList = h('ul', { class: 'status-list' });
   const levelLabel = h('span', { class: 'level-label', id: levelId });
   const meter = h('meter', {
@@ -282,6 +287,7 @@ function createTile(student) {
         h('figure', { class: 'tile-screen' }, screen, screenGap, screenCaption)),
       h('div', { class: 'tile-body' },
         h('div', { class: 'tile-head' }, name, hand),
+        admission,
         statusList,
         h('div', { class: 'tile-level' }, levelLabel, meter),
         open),
@@ -291,9 +297,10 @@ function createTile(student) {
     figure.addEventListener('click', () => openFocus(student.id));
   }
   open.addEventListener('click', () => openFocus(student.id));
+  admit.addEventListener('click', () => admitStudent(student.id));
   const tile = {
     id: student.id, root, webcam, screen, webcamGap, screenGap, webcamCaption, screenCaption,
-    name, hand, statusList, levelLabel, meter, open, audio, slot: null,
+    name, hand, admission, idBadge, admit, statusList, levelLabel, meter, open, audio, slot: null,
   };
   return tile;
 }
@@ -304,6 +311,14 @@ function updateTile(tile, student) {
   tile.name.textContent = student.name;
   tile.hand.hidden = !student.hand;
   tile.hand.replaceChildren(icon('hand'), ` ${t('desk.status.hand')}`);
+  const unchecked = student.admitted === false;
+  tile.root.classList.toggle('unchecked', unchecked);
+  // The Admit button goes once admitted: keep the keyboard user on this tile.
+  if (!unchecked && document.activeElement === tile.admit) tile.open.focus();
+  tile.admission.hidden = !unchecked;
+  tile.idBadge.replaceChildren(icon('idCard'), ` ${t('desk.admit.not_checked')}`);
+  tile.admit.textContent = t('desk.admit.button');
+  tile.admit.setAttribute('aria-label', t('desk.admit.button_label', { name: student.name }));
   tile.webcamCaption.textContent = t('desk.media.webcam');
   tile.screenCaption.textContent = t('desk.media.screen');
   tile.levelLabel.textContent = t('desk.status.sound');
@@ -429,7 +444,9 @@ function closeFocus({ notify = true, reason = null } = {}) {
 }
 
 function resetInterventions() {
-  for (const id of ['message-result', 'talk-result', 'handover-result', 'incident-result', 'end-result']) setResult(id, '');
+  for (const id of ['admit-result', 'message-result', 'talk-result', 'handover-result', 'incident-result', 'end-result']) {
+    setResult(id, '');
+  }
   $('message-text').value = '';
   $('incident-note').value = '';
   $('message-log').replaceChildren();
@@ -438,10 +455,41 @@ function resetInterventions() {
 function renderStudentView(student) {
   $('focus-name').textContent = student.name;
   renderStatusList($('focus-status'), student);
+  renderAdmission(student);
   const streams = media.slotStreams[student.slot];
   setStream($('focus-webcam'), streams?.webcam);
   setStream($('focus-screen'), streams?.screen);
   if (state.oral) setStream($('oral-audio'), streams?.microphone);
+}
+
+// --- admitting a student after a live ID check (exams with `id_check` only) ---------
+
+function renderAdmission(student) {
+  const section = $('admit-section');
+  section.hidden = state.exam?.id_check !== true;
+  if (section.hidden) return;
+  const unchecked = student.admitted === false;
+  const status = $('admit-state');
+  status.dataset.state = unchecked ? 'unchecked' : 'checked';
+  status.textContent = t(unchecked ? 'desk.admit.not_checked' : 'desk.admit.checked');
+  if (!unchecked && $('admit-actions').contains(document.activeElement)) status.focus();
+  $('admit-hint').hidden = !unchecked;
+  $('admit-actions').hidden = !unchecked;
+  $('admit-button').setAttribute('aria-label', t('desk.admit.button_label', { name: student.name }));
+}
+
+async function admitStudent(studentId) {
+  const name = nameOf(studentId);
+  if (state.focusedId === studentId) setResult('admit-result', () => t('desk.admit.sending'), 'pending');
+  try {
+    await state.sig.request('admit', { student_id: studentId });
+    const done = () => t('desk.admit.done', { name });
+    if (state.focusedId === studentId) setResult('admit-result', done);
+    toast(done());
+  } catch (error) {
+    if (state.focusedId === studentId) setResult('admit-result', () => errorText(error), 'error');
+    else toast(errorText(error));
+  }
 }
 
 function renderHandover() {
@@ -1284,6 +1332,7 @@ function wire() {
     }
   });
 
+  $('admit-button').addEventListener('click', () => { if (state.focusedId) admitStudent(state.focusedId); });
   $('end-open').addEventListener('click', () => { if (state.focusedId) openEndDialog(state.focusedId); });
   $('oral-next').addEventListener('click', () => { if (state.focusedId) openEndDialog(state.focusedId, { next: true }); });
   $('end-form').addEventListener('submit', (event) => {

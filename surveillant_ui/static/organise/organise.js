@@ -6,6 +6,8 @@ import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { t, currentLanguage, localize, setLanguage, translatePage } from '/common/i18n.js';
 
 const DEFAULT_CAP = { written: 8, oral: 1 };
+// An oral examiner checks identity while talking; a written exam checks before it starts.
+const DEFAULT_ID_CHECK = { written: true, oral: false };
 const DEFAULT_DURATION_MS = 2 * 60 * 60 * 1000;
 const CAP_MIN = 1;
 const CAP_MAX = 50;
@@ -218,6 +220,7 @@ function syncCapToKind() {
   // An oral exam is one student at a time: the cap is fixed at 1.
   cap.readOnly = kind === 'oral';
   cap.setAttribute('aria-readonly', String(kind === 'oral'));
+  $('id-check-input').checked = DEFAULT_ID_CHECK[kind];
 }
 
 function fieldError(inputId, errorId, key, vars = {}) {
@@ -257,7 +260,8 @@ function readCreateForm() {
     firstInvalid?.focus();
     return null;
   }
-  return { title, kind, cap: kind === 'oral' ? 1 : cap, note, contact, ends_at: endsAtSeconds };
+  const idCheck = $('id-check-input').checked;
+  return { title, kind, cap: kind === 'oral' ? 1 : cap, note, contact, ends_at: endsAtSeconds, id_check: idCheck };
 }
 
 async function createExam() {
@@ -354,6 +358,7 @@ function renderExam() {
   $('exam-title').textContent = `${exam.title} · ${kind}`;
   const meta = [t('organise.exam.ends', { time: formatTime(exam.ends_at) })];
   if (exam.contact) meta.push(t('organise.exam.contact', { contact: exam.contact }));
+  if (exam.id_check) meta.push(t('organise.exam.id_check'));
   $('exam-meta').textContent = meta.join(' · ');
   // An oral exam keeps one student per examiner.
   $('cap-form').querySelector('button').disabled = exam.kind === 'oral';
@@ -388,6 +393,8 @@ function renderOverview() {
   if (document.activeElement !== capInput && Number.isInteger(cap)) capInput.value = String(cap);
   capInput.min = String(Math.max(CAP_MIN, ...surveillants.map((s) => Number(s.students) || 0)));
 
+  const idCheck = state.exam?.id_check === true;
+  $('unchecked-column').hidden = !idCheck;
   $('surveillants-empty').hidden = surveillants.length > 0;
   $('surveillants-table').hidden = surveillants.length === 0;
   $('surveillants-body').replaceChildren(...surveillants.map((s) => {
@@ -400,6 +407,7 @@ function renderOverview() {
         h('span', { class: 'count', text: t('organise.surveillants.of_cap', { students, cap: sCap }) }),
         full ? h('span', { class: 'badge is-warn', text: t('organise.surveillants.full') }) : null),
       h('td', { text: String(Number(s.alerts) || 0) }),
+      idCheck ? h('td', { class: 'unchecked', text: String(Number(s.unchecked) || 0) }) : null,
       h('td', {}, h('span', { class: `badge ${s.connected ? 'is-ok' : 'is-alert'}` },
         h('span', { 'aria-hidden': 'true', text: s.connected ? '● ' : '✕ ' }),
         t(s.connected ? 'organise.surveillants.connected' : 'organise.surveillants.disconnected'))));
