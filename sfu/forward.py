@@ -8,10 +8,10 @@ a video leg starts only at a keyframe.
 
 from __future__ import annotations
 
-import time
+from time import time
 from typing import TYPE_CHECKING, Protocol
 
-from .rtp_header import RtpView, abs_send_time, extension_block, header, vp8_keyframe_start
+from .rtp_header import abs_send_time, extension_block, header, vp8_keyframe_start
 
 if TYPE_CHECKING:
     from .publication import Publication
@@ -91,25 +91,23 @@ class Leg:
         if source is not None:
             source.request_keyframe()
 
-    def send(self, packet: bytes, view: RtpView) -> None:
-        """Rewrite one packet of the source for this leg and send it."""
+    def send(self, packet: bytes, marker: int, sequence: int, timestamp: int, start: int, end: int) -> None:
+        """Rewrite one packet of the source for this leg and send it (payload is packet[start:end])."""
         if not self.started:
-            if self.kind == "video" and not vp8_keyframe_start(memoryview(packet)[view.payload_start : view.payload_end]):
+            if self.kind == "video" and not vp8_keyframe_start(memoryview(packet)[start:end]):
                 if self.source is not None:
                     self.source.request_keyframe()
                 return
             self.started = True
-            self._sequence_offset = (self._next_sequence - view.sequence) & 0xFFFF
-            self._timestamp_offset = (self._next_timestamp - view.timestamp) & 0xFFFFFFFF
-        sequence = (view.sequence + self._sequence_offset) & 0xFFFF
-        timestamp = (view.timestamp + self._timestamp_offset) & 0xFFFFFFFF
+            self._sequence_offset = (self._next_sequence - sequence) & 0xFFFF
+            self._timestamp_offset = (self._next_timestamp - timestamp) & 0xFFFFFFFF
+        sequence = (sequence + self._sequence_offset) & 0xFFFF
+        timestamp = (timestamp + self._timestamp_offset) & 0xFFFFFFFF
         if self._abs_send_time_id is not None:
-            extensions = self._extension_prefix + abs_send_time(time.time()) + self._extension_padding
+            extensions = self._extension_prefix + abs_send_time(time()) + self._extension_padding
         else:
             extensions = self._extension_prefix
-        out = header(view.marker, self.payload_type, sequence, timestamp, self.ssrc, extensions) + packet[
-            view.payload_start : view.payload_end
-        ]
+        out = header(marker, self.payload_type, sequence, timestamp, self.ssrc, extensions) + packet[start:end]
         self._history[sequence % HISTORY_SIZE] = out
         self._last_sequence = sequence
         self._last_timestamp = timestamp

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pylibsrtp
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -37,6 +36,7 @@ from aiortc.sdp import SessionDescription
 from .config import IceServer
 from .forward import Leg
 from .publication import Publication
+from .srtp import FastSrtp, SrtpError
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +142,8 @@ class MediaPeer:
         self._legs_by_ssrc: dict[int, Leg] = {}
         self._unrouted_mids: dict[str, Publication] = {}
         self._mid_id: int | None = None
-        self._rx: pylibsrtp.Session | None = None
-        self._tx: pylibsrtp.Session | None = None
+        self._rx: FastSrtp | None = None
+        self._tx: FastSrtp | None = None
         self._dtls: Any = None
         self._connection: Any = None
         self._rtcp_task: asyncio.Task[None] | None = None
@@ -250,18 +250,18 @@ class MediaPeer:
         protocol.datagram_received = datagram_received
 
     def _srtp_ready(self) -> None:
-        self._rx = self._dtls._rx_srtp
-        self._tx = self._dtls._tx_srtp
+        self._rx = FastSrtp(self._dtls._rx_srtp)
+        self._tx = FastSrtp(self._dtls._tx_srtp)
         if self._rtcp_task is None:
             self._rtcp_task = asyncio.ensure_future(self._report_forever())
 
-    def _receive_rtp(self, rx: pylibsrtp.Session, data: bytes) -> None:
+    def _receive_rtp(self, rx: FastSrtp, data: bytes) -> None:
         publication = self._by_ssrc.get(int.from_bytes(data[8:12], "big"))
         if publication is None and not self._unrouted_mids:
             return
         try:
             packet = rx.unprotect(data)
-        except pylibsrtp.Error:
+        except SrtpError:
             return
         self.packets_received += 1
         if publication is None:
@@ -298,10 +298,10 @@ class MediaPeer:
 
     # -- RTCP ------------------------------------------------------------------------
 
-    def _receive_rtcp(self, rx: pylibsrtp.Session, data: bytes) -> None:
+    def _receive_rtcp(self, rx: FastSrtp, data: bytes) -> None:
         try:
             packets = RtcpPacket.parse(rx.unprotect_rtcp(data))
-        except (pylibsrtp.Error, ValueError):
+        except (SrtpError, ValueError):
             return
         for packet in packets:
             if isinstance(packet, RtcpPsfbPacket):
@@ -335,7 +335,7 @@ class MediaPeer:
             return
         try:
             data = tx.protect_rtcp(b"".join(bytes(packet) for packet in packets))
-        except pylibsrtp.Error:
+        except SrtpError:
             return
         connection = self._connection
         pair = connection._nominated.get(1) if connection is not None else None

@@ -75,7 +75,7 @@ def extension_block(elements: list[tuple[int, bytes]]) -> bytes:
     return struct.pack("!HH", ONE_BYTE_EXTENSION_PROFILE, len(body) // 4) + body
 
 
-def header(marker: bool, payload_type: int, sequence: int, timestamp: int, ssrc: int, extensions: bytes) -> bytes:
+def header(marker: int, payload_type: int, sequence: int, timestamp: int, ssrc: int, extensions: bytes) -> bytes:
     """A fresh RTP header for one leg: no CSRCs, no padding, our extension block (may be empty)."""
     return _HEADER.pack(
         0x90 if extensions else 0x80,
