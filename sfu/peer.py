@@ -47,6 +47,10 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RTCP_INTERVAL = 1.0
 REMB_BITRATE = 3_000_000
 MAX_OFFER_MEDIA = 3 * 50 + 2
+MAX_OFFER_CANDIDATES = 32
+"""Distinct ICE candidates an offer may carry. A browser offers a handful (host, server-
+reflexive, relay); the SFU sends connectivity checks to each, so a longer list would let a
+participant make the server probe addresses of their choosing."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ def check_offer(sdp: str, layout: list[TrackSpec]) -> None:
     mids = {section.rtp.muxId for section in media}
     if not any(group.semantic == "BUNDLE" and set(group.items) == mids for group in description.group):
         raise ValueError("all media must be bundled on one transport")
+    candidates = {(c.protocol.lower(), c.ip, c.port) for section in media for c in section.ice_candidates}
+    if len(candidates) > MAX_OFFER_CANDIDATES:
+        raise ValueError("too many ICE candidates")
 
 
 async def _not_started(parameters: Any) -> None:

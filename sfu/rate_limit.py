@@ -1,15 +1,17 @@
 """Rate limits: a token bucket per socket and a sliding count of joins per address.
 
-Addresses are held in memory only, for at most one window, and never logged.
-An IPv6 host is counted by its /64 prefix (it may use any address in it), and an
-IPv4-mapped IPv6 address as the IPv4 address it is.
+Addresses are held in memory only and never logged: an address is forgotten one
+window after its last attempt, whether or not anyone joins after it. An IPv6 host
+is counted by its /64 prefix (it may use any address in it), and an IPv4-mapped
+IPv6 address as the IPv4 address it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 IPV6_HOST_PREFIX = 64
 
@@ -61,26 +63,49 @@ class AddressLimiter:
         self.limit = limit
         self.window = window
         self.max_addresses = max_addresses
-        self._joins: dict[str, deque[float]] = {}
+        # Least recently tried first: the stale ones are always at the front.
+        self._joins: OrderedDict[str, deque[float]] = OrderedDict()
+        self._expiry: asyncio.TimerHandle | None = None
 
     def allow(self, address: str) -> bool:
         """Count one join from `address`; False when it is over the limit."""
         now = time.monotonic()
+        self._forget_before(now - self.window)
         key = address_key(address)
-        if key not in self._joins and len(self._joins) >= self.max_addresses:
-            self._prune(now)
-            # Still full: forget the addresses first seen longest ago rather than grow without bound.
+        joins = self._joins.get(key)
+        if joins is None:
+            # Still full: forget the addresses tried longest ago rather than grow without bound.
             while len(self._joins) >= self.max_addresses:
-                del self._joins[next(iter(self._joins))]
-        joins = self._joins.setdefault(key, deque())
+                self._joins.popitem(last=False)
+            joins = self._joins[key] = deque()
+        else:
+            self._joins.move_to_end(key)
         while joins and joins[0] <= now - self.window:
             joins.popleft()
-        if len(joins) >= self.limit:
-            return False
-        joins.append(now)
-        return True
+        allowed = len(joins) < self.limit
+        if allowed:
+            joins.append(now)
+        self._schedule_expiry()
+        return allowed
 
-    def _prune(self, now: float) -> None:
-        for address, joins in list(self._joins.items()):
-            if not joins or joins[-1] <= now - self.window:
-                del self._joins[address]
+    def _forget_before(self, cutoff: float) -> None:
+        """Drop the addresses with no join after `cutoff` (they would count zero anyway)."""
+        while self._joins:
+            key, joins = next(iter(self._joins.items()))
+            if joins and joins[-1] > cutoff:
+                return
+            del self._joins[key]
+
+    def _schedule_expiry(self) -> None:
+        if self._expiry is not None or not self._joins:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # used outside the server's loop (unit tests): forgotten on the next call
+        self._expiry = loop.call_later(self.window, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self._forget_before(time.monotonic() - self.window)
+        self._schedule_expiry()

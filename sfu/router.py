@@ -45,17 +45,21 @@ class ExamMedia:
         return await self._negotiate(surveillant, sdp, surveillant_layout(slots))
 
     async def _negotiate(self, owner: str, sdp: str, layout: list[Any]) -> str:
-        old = self.peers.pop(owner, None)
-        if old is not None:
-            await old.close()
+        # The new peer is built beside the live one: a refused or timed-out offer leaves
+        # the participant's current media as it was, and leaves nothing of its own behind.
         peer = MediaPeer(owner, layout, self.config.ice_servers, passthrough=not self.transcode)
         try:
             answer = await peer.answer(sdp)
-        except Exception as error:
+        except BaseException as error:
             await peer.close()
+            if not isinstance(error, Exception):
+                raise  # cancelled (the offer ran out of time): the caller answers media_failed
             logger.info("exam %s: offer of %s failed: %s", self.exam_id, owner, type(error).__name__)
             raise ProtocolError("media_failed") from None
+        old = self.peers.pop(owner, None)
         self.peers[owner] = peer
+        if old is not None:
+            await old.close()
         self._rewire_all()
         return answer
 

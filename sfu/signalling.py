@@ -78,12 +78,19 @@ class Connection:
             raise Closing(CLOSE_FLOOD)
 
     async def serve(self) -> None:
-        """Read frames until the socket closes; `hello` first, then the role's messages."""
-        try:
-            first = await self.socket.receive(timeout=HELLO_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise Closing(CLOSE_LINK_REFUSED) from None
-        await self.handle_frame(first)
+        """Read frames until the socket closes: a successful `hello` within HELLO_TIMEOUT of
+        opening (whatever else comes first), then the role's messages."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HELLO_TIMEOUT
+        while self.capability is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Closing(CLOSE_LINK_REFUSED)
+            try:
+                frame = await self.socket.receive(timeout=remaining)
+            except asyncio.TimeoutError:
+                raise Closing(CLOSE_LINK_REFUSED) from None
+            await self.handle_frame(frame)
         async for frame in self.socket:
             await self.handle_frame(frame)
 
