@@ -18,6 +18,10 @@
 //                                  with data-i18n-vars='{"name":"…"}' (JSON) as vars
 //   localize({ nl, en })           picks the current language from a server
 //                                  message such as error.message
+//   locale()                       'nl-NL' | 'en-GB', for dates and numbers
+//   wireLanguageButtons(onChange)  [data-lang="nl|en"] buttons switch the language;
+//                                  after every switch their aria-pressed follows
+//                                  and onChange() runs
 
 import common from './catalogue/common.js';
 import student from './catalogue/student.js';
@@ -54,6 +58,10 @@ export function localize(texts) {
   if (texts == null) return '';
   if (typeof texts === 'string') return texts;
   return texts[language] ?? texts.en ?? texts.nl ?? '';
+}
+
+export function locale() {
+  return language === 'nl' ? 'nl-NL' : 'en-GB';
 }
 
 function varsOf(element) {
@@ -93,4 +101,13 @@ export function setLanguage(lang) {
   document.documentElement.lang = lang;
   translatePage(document);
   document.dispatchEvent(new CustomEvent('languagechange', { detail: lang }));
+}
+
+export function wireLanguageButtons(onChange = () => {}) {
+  const buttons = document.querySelectorAll('[data-lang]');
+  for (const button of buttons) button.addEventListener('click', () => setLanguage(button.dataset.lang));
+  document.addEventListener('languagechange', () => {
+    for (const button of buttons) button.setAttribute('aria-pressed', String(button.dataset.lang === language));
+    onChange();
+  });
 }

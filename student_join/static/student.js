@@ -3,7 +3,8 @@
 
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { keepTokenOnSkipLinks } from '/common/fragment.js';
-import { catalogue, currentLanguage, setLanguage, translatePage } from '/common/i18n.js';
+import { $ } from '/common/dom.js';
+import { catalogue, currentLanguage, locale, setLanguage, translatePage, wireLanguageButtons } from '/common/i18n.js';
 import { chime } from './chime.js';
 import {
   DeviceError,
@@ -26,8 +27,6 @@ const DISCONNECTED_GRACE_MS = 8000;
 const LEAVE_CLOSE_DELAY_MS = 2000;
 const FINAL_LINK_ERRORS = new Set(['link_invalid', 'link_expired', 'exam_ended']);
 const DEVICES = ['camera', 'microphone', 'screen'];
-
-const $ = (id) => document.getElementById(id);
 
 const page = {
   token: null,
@@ -101,12 +100,6 @@ function showExam() {
   for (const element of [$('notice-contact'), $('alternative-contact')]) {
     if (contact) say(element, 'student.notice_contact', { contact });
     else say(element, 'student.notice_contact_unknown');
-  }
-}
-
-function renderLanguageButtons() {
-  for (const button of document.querySelectorAll('[data-lang]')) {
-    button.setAttribute('aria-pressed', String(button.dataset.lang === currentLanguage()));
   }
 }
 
@@ -308,7 +301,7 @@ async function measureUplink() {
 
 function renderUplink() {
   if (page.uplinkKbps === null) return;
-  const speed = new Intl.NumberFormat(currentLanguage() === 'nl' ? 'nl-NL' : 'en-GB', {
+  const speed = new Intl.NumberFormat(locale(), {
     maximumFractionDigits: page.uplinkKbps < 10000 ? 1 : 0,
   }).format(page.uplinkKbps / 1000);
   if (page.uplinkKbps >= RECOMMENDED_KBPS) setDeviceState('uplink', 'ok', 'student.uplink_ok');
@@ -554,7 +547,7 @@ function addMessage(from, text) {
   say(who, 'student.message_from', { name: from });
   const time = document.createElement('time');
   time.dateTime = now.toISOString();
-  time.textContent = now.toLocaleTimeString(currentLanguage() === 'nl' ? 'nl-NL' : 'en-GB', {
+  time.textContent = now.toLocaleTimeString(locale(), {
     hour: '2-digit',
     minute: '2-digit',
   });
@@ -688,13 +681,7 @@ function end(kind, reason = '') {
 // --- start -----------------------------------------------------------------
 
 function wireControls() {
-  for (const button of document.querySelectorAll('[data-lang]')) {
-    button.addEventListener('click', () => setLanguage(button.dataset.lang));
-  }
-  document.addEventListener('languagechange', () => {
-    renderLanguageButtons();
-    renderUplink();
-  });
+  wireLanguageButtons(renderUplink);
   $('notice-form').addEventListener('submit', confirmNotice);
   $('other-way-button').addEventListener('click', showAlternative);
   $('alternative-back').addEventListener('click', () => showStep('notice'));
@@ -725,7 +712,6 @@ function wireControls() {
 function start() {
   wireControls();
   setLanguage(currentLanguage());
-  renderLanguageButtons();
   page.token = tokenFromFragment();
   if (page.token === null) {
     showProblem('student.problem_no_link_heading', 'student.problem_no_link_text');

@@ -3,7 +3,9 @@
 
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
-import { t, currentLanguage, localize, setLanguage, translatePage } from '/common/i18n.js';
+import { $, h } from '/common/dom.js';
+import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
+import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 
 const ALERT_KINDS = new Set([
   'hand_raised', 'screen_stopped', 'camera_off', 'microphone_off', 'page_hidden', 'connection_lost', 'left',
@@ -16,8 +18,6 @@ const LOCAL_STATS_INTERVAL_MS = 500;
 const NAME_MAX = 60;
 const MESSAGE_MAX = 500;
 const INCIDENT_MAX = 300;
-
-const $ = (id) => document.getElementById(id);
 
 const state = {
   token: null,
@@ -57,18 +57,6 @@ const media = {
 };
 
 // --- small helpers -------------------------------------------------------------
-
-function h(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (key === 'class') node.className = value;
-    else if (key === 'text') node.textContent = value;
-    else node.setAttribute(key, value === true ? '' : String(value));
-  }
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
 
 // Icons are drawn, not taken from a font: they must show on every system. Always aria-hidden.
 const ICON_PATHS = {
@@ -127,42 +115,12 @@ function setStream(element, stream) {
   if (stream) element.play().catch(() => {});
 }
 
-function errorText(error) {
-  if (error && typeof error.message === 'object' && error.message !== null) {
-    const text = localize(error.message);
-    if (text) return text;
-  }
-  if (error && typeof error.code === 'string') {
-    const key = `common.error_${error.code}`;
-    const text = t(key);
-    if (text !== key) return text;
-  }
-  return t('common.error_unknown');
-}
-
 function studentById(id) {
   return state.roster.students.find((student) => student.id === id) ?? null;
 }
 
 function nameOf(id) {
   return studentById(id)?.name ?? state.names.get(id) ?? t('desk.student.unknown');
-}
-
-// Results say what just happened; `say` is a function so a language switch can say it again.
-const results = new Map();
-
-function setResult(id, say, kind = 'ok') {
-  const node = $(id);
-  if (!node) return;
-  results.set(id, say);
-  node.textContent = typeof say === 'function' ? say() : say;
-  node.dataset.kind = kind;
-}
-
-function renderResults() {
-  for (const [id, say] of results) {
-    if (typeof say === 'function' && $(id)) $(id).textContent = say();
-  }
 }
 
 let toastTimer = null;
@@ -179,8 +137,7 @@ function show(sectionId) {
 }
 
 function timeLabel(date) {
-  return date.toLocaleTimeString(currentLanguage() === 'nl' ? 'nl-NL' : 'en-GB',
-    { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  return date.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 }
 
 // --- status of a student, never by colour alone ---------------------------------
@@ -742,7 +699,7 @@ function incidentsText() {
     t('desk.incidents.file_heading'),
     t('desk.incidents.file_exam', { title: exam.title ?? '' }),
     t('desk.incidents.file_surveillant', { name: state.name }),
-    t('desk.incidents.file_made', { time: new Date().toLocaleString(currentLanguage() === 'nl' ? 'nl-NL' : 'en-GB') }),
+    t('desk.incidents.file_made', { time: new Date().toLocaleString(locale()) }),
     '',
     ...state.incidents.map((incident) => `${timeLabel(incident.at)}  ${incident.name}: ${incident.note.replace(/\s+/g, ' ')}`),
     '',
@@ -1031,13 +988,6 @@ function renderMediaStatus() {
 
 // --- connection -------------------------------------------------------------------
 
-function renderConnection() {
-  const node = $('connection');
-  const sigState = state.sig?.state ?? 'idle';
-  node.dataset.state = sigState;
-  node.textContent = sigState === 'idle' ? '' : t(`common.state_${sigState}`);
-}
-
 let noticeKeys = null;
 
 function showNotice(headingKey, textOrKey, vars = {}) {
@@ -1195,7 +1145,7 @@ async function begin(name) {
   const sig = new Signalling({ token: state.token, name });
   state.sig = sig;
   sig.addEventListener('state', () => {
-    renderConnection();
+    renderConnection(state.sig);
     if (sig.state === 'closed' && !state.ended && state.welcome) onClosedFor(sig.closeCode);
     if (sig.state === 'reconnecting') stopTalk({ notify: false });
   });
@@ -1245,15 +1195,10 @@ function validateStart() {
   return ok ? name : null;
 }
 
+// After every switch of language (and once at the start): what the catalogue does not fill in.
 function renderLanguage() {
-  const lang = currentLanguage();
-  document.documentElement.lang = lang;
-  for (const button of document.querySelectorAll('[data-lang]')) {
-    button.setAttribute('aria-pressed', String(button.dataset.lang === lang));
-  }
-  translatePage(document);
   for (const button of document.querySelectorAll('[data-preset]')) button.textContent = t(button.dataset.preset);
-  renderConnection();
+  renderConnection(state.sig);
   renderMediaStatus();
   renderExamTitle();
   renderTalk();
@@ -1274,10 +1219,7 @@ function renderLanguage() {
 }
 
 function wire() {
-  for (const button of document.querySelectorAll('[data-lang]')) {
-    button.addEventListener('click', () => setLanguage(button.dataset.lang));
-  }
-  document.addEventListener('languagechange', renderLanguage);
+  wireLanguageButtons(renderLanguage);
 
   // Never offer "save video as": no context menu on any picture of a student.
   document.addEventListener('contextmenu', (event) => {
@@ -1382,8 +1324,9 @@ function wire() {
 }
 
 function main() {
+  renderTopbar('desk.role');
   wire();
-  renderLanguage();
+  setLanguage(currentLanguage());
   state.token = tokenFromFragment();
   if (!state.token) {
     showNotice('desk.notice.no_link_heading', 'desk.notice.no_link');

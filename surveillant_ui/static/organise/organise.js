@@ -3,7 +3,9 @@
 
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
-import { t, currentLanguage, localize, setLanguage, translatePage } from '/common/i18n.js';
+import { $, h } from '/common/dom.js';
+import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
+import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 
 const DEFAULT_CAP = { written: 8, oral: 1 };
 // An oral examiner checks identity while talking; a written exam checks before it starts.
@@ -11,8 +13,6 @@ const DEFAULT_ID_CHECK = { written: true, oral: false };
 const DEFAULT_DURATION_MS = 2 * 60 * 60 * 1000;
 const CAP_MIN = 1;
 const CAP_MAX = 50;
-
-const $ = (id) => document.getElementById(id);
 
 const state = {
   sig: null,
@@ -27,48 +27,6 @@ const state = {
 
 // --- helpers --------------------------------------------------------------------
 
-function h(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (key === 'class') node.className = value;
-    else if (key === 'text') node.textContent = value;
-    else node.setAttribute(key, value === true ? '' : String(value));
-  }
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
-
-function errorText(error) {
-  if (error && typeof error.message === 'object' && error.message !== null) {
-    const text = localize(error.message);
-    if (text) return text;
-  }
-  if (error && typeof error.code === 'string') {
-    const key = `common.error_${error.code}`;
-    const text = t(key);
-    if (text !== key) return text;
-  }
-  return t('common.error_unknown');
-}
-
-// Results say what just happened; `say` is a function so a language switch can say it again.
-const results = new Map();
-
-function setResult(id, say, kind = 'ok') {
-  const node = $(id);
-  if (!node) return;
-  results.set(id, say);
-  node.textContent = typeof say === 'function' ? say() : say;
-  node.dataset.kind = kind;
-}
-
-function renderResults() {
-  for (const [id, say] of results) {
-    if (typeof say === 'function' && $(id)) $(id).textContent = say();
-  }
-}
-
 function show(...ids) {
   if (ids.includes('overview')) ids.push('overview-head');
   for (const id of ['loading', 'notice', 'create', 'overview-head', 'links', 'overview']) $(id).hidden = !ids.includes(id);
@@ -80,10 +38,6 @@ function fragmentOf(link) {
   } catch {
     return '';
   }
-}
-
-function locale() {
-  return currentLanguage() === 'nl' ? 'nl-NL' : 'en-GB';
 }
 
 function formatTime(unixSeconds) {
@@ -116,13 +70,6 @@ function renderNotice() {
 
 // --- connection -------------------------------------------------------------------
 
-function renderConnection() {
-  const node = $('connection');
-  const sigState = state.sig?.state ?? 'idle';
-  node.dataset.state = sigState;
-  node.textContent = sigState === 'idle' ? '' : t(`common.state_${sigState}`);
-}
-
 async function connectWith(token) {
   const previous = state.sig;
   const sig = new Signalling({ token });
@@ -131,7 +78,7 @@ async function connectWith(token) {
   previous?.close();
   sig.addEventListener('state', () => {
     if (sig !== state.sig) return;
-    renderConnection();
+    renderConnection(state.sig);
     if (sig.state === 'closed' && state.welcome && !state.ended) onClosed(sig.closeCode);
   });
   sig.on('welcome', (welcome) => { if (sig === state.sig) onWelcome(welcome); });
@@ -142,7 +89,7 @@ async function connectWith(token) {
     if (error.code === 'exam_ended') onEnded();
     else if (['link_invalid', 'link_expired'].includes(error.code)) showNotice('organise.notice.refused_heading', error);
   });
-  renderConnection();
+  renderConnection(state.sig);
   try {
     await sig.connect();
   } catch (error) {
@@ -475,14 +422,9 @@ async function endExam() {
 
 // --- wiring ------------------------------------------------------------------------
 
+// After every switch of language (and once at the start): what the catalogue does not fill in.
 function renderLanguage() {
-  const lang = currentLanguage();
-  document.documentElement.lang = lang;
-  for (const button of document.querySelectorAll('[data-lang]')) {
-    button.setAttribute('aria-pressed', String(button.dataset.lang === lang));
-  }
-  translatePage(document);
-  renderConnection();
+  renderConnection(state.sig);
   renderNotice();
   renderExam();
   renderLinks();
@@ -491,10 +433,7 @@ function renderLanguage() {
 }
 
 function wire() {
-  for (const button of document.querySelectorAll('[data-lang]')) {
-    button.addEventListener('click', () => setLanguage(button.dataset.lang));
-  }
-  document.addEventListener('languagechange', renderLanguage);
+  wireLanguageButtons(renderLanguage);
 
   for (const radio of document.querySelectorAll('input[name="kind"]')) {
     radio.addEventListener('change', syncCapToKind);
@@ -529,8 +468,9 @@ function wire() {
 }
 
 function main() {
+  renderTopbar('organise.role');
   wire();
-  renderLanguage();
+  setLanguage(currentLanguage());
   const token = tokenFromFragment();
   if (!token) {
     showNotice('organise.notice.no_link_heading', 'organise.notice.no_link');
