@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -288,6 +289,9 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     def announce(_aiohttp_banner: str = "", **_: object) -> None:
         # Called by run_app once the server listens, in place of its own banner.
         _print_ready(config, tls, link)
+        # Everything imported and built so far lives as long as the process: keep the
+        # cyclic collector from walking it again and again while media flows.
+        gc.freeze()
 
     web.run_app(
         app,

@@ -153,6 +153,8 @@ class MediaPeer:
         self._tx: FastSrtp | None = None
         self._dtls: Any = None
         self._connection: Any = None
+        self._pair: Any = None
+        self._pair_address: tuple[str, int] | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self._last_sender_report: dict[int, tuple[int, float]] = {}
         self._on_closed = on_closed
@@ -296,12 +298,16 @@ class MediaPeer:
         if tx is None or connection is None:
             return
         pair = connection._nominated.get(1)
-        if pair is None:
-            return
+        if pair is not self._pair:
+            # aioice builds the address tuple anew on every access: look it up once per pair.
+            if pair is None:
+                return
+            self._pair = pair
+            self._pair_address = pair.remote_addr
         transport = pair.protocol.transport
         if transport is None or transport.is_closing():
             return
-        transport.sendto(tx.protect(packet), pair.remote_addr)
+        transport.sendto(tx.protect(packet), self._pair_address)
 
     # -- RTCP ------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class Publication:
     ) -> None:
         self.source = source
         self.kind = kind
+        self.is_audio = kind == "audio"
         self.payload_type = payload_type
         self.audio_level_id = audio_level_id
         self.ssrc: int | None = None
@@ -62,8 +63,19 @@ class Publication:
             return
         sequence = (packet[2] << 8) | packet[3]
         marker = second & 0x80
-        gap = self.stats.count(end - start, sequence, marker, monotonic())
-        if self.kind == "audio":
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += end - start
+        stats.last_packet = monotonic()
+        if marker:
+            stats.frames += 1
+        gap = (sequence - stats.expected_sequence) & 0xFFFF if stats.expected_sequence is not None else 0
+        if gap < 0x8000:
+            stats.lost += gap
+            stats.expected_sequence = (sequence + 1) & 0xFFFF
+        else:
+            gap = 0  # a late (reordered) packet
+        if self.is_audio:
             if self.audio_level_id is not None and self.stats.packets % 5 == 0:
                 self.stats.audio_level = audio_level(extension_value(packet, self.audio_level_id))
         elif gap:

@@ -7,7 +7,8 @@ from typing import Any
 
 
 class TrackStats:
-    """Counters of one incoming track; `snapshot()` turns them into rates since the last call."""
+    """Counters of one incoming track (counted inline by `Publication.receive`, the hot path);
+    `snapshot()` turns them into rates since the last call."""
 
     __slots__ = ("packets", "bytes", "frames", "lost", "last_packet", "audio_level", "expected_sequence",
                  "_last_snapshot", "_last_bytes", "_last_frames")
@@ -23,25 +24,6 @@ class TrackStats:
         self._last_snapshot = time.monotonic()
         self._last_bytes = 0
         self._last_frames = 0
-
-    def count(self, size: int, sequence: int, marker: bool, now: float) -> int:
-        """Count one packet; returns how many packets were skipped before it (0 if in order)."""
-        self.packets += 1
-        self.bytes += size
-        self.last_packet = now
-        if marker:
-            self.frames += 1
-        expected = self.expected_sequence
-        gap = 0
-        if expected is not None:
-            delta = (sequence - expected) & 0xFFFF
-            if delta < 0x8000:
-                gap = delta
-                self.lost += gap
-                self.expected_sequence = (sequence + 1) & 0xFFFF
-        else:
-            self.expected_sequence = (sequence + 1) & 0xFFFF
-        return gap
 
     def snapshot(self, kind: str) -> dict[str, Any]:
         """Bitrate, frame rate, loss, silence and audio level since the previous snapshot."""
