@@ -180,14 +180,15 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def loads_strict(text: str) -> Any:
+    """Strict JSON: no NaN/Infinity, no duplicate keys. Raises ValueError or RecursionError."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+
+
 def _load_json(data: bytes) -> object | None:
     """Strict JSON (UTF-8, no NaN/Infinity, no duplicate keys), or None; never keeps the input."""
     try:
-        return json.loads(
-            data.decode("utf-8"),
-            parse_constant=_reject_constant,
-            object_pairs_hook=_no_duplicate_keys,
-        )
+        return loads_strict(data.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
 

@@ -6,12 +6,12 @@ or raises `ProtocolError`; nothing here does I/O, so every rule is easy to test.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 from .links import (
+    loads_strict,
     CAP_MAX,
     CAP_MIN,
     CONTACT_MAX,
@@ -301,20 +301,9 @@ def _decode_utf8(data: bytes) -> str | None:
         return None
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError("non-finite number")
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate key")
-    return result
-
-
 def _decode_json(text: str) -> object:
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+        return loads_strict(text)
     except (ValueError, RecursionError):
         return _BAD
 
