@@ -262,3 +262,50 @@ async def test_https_server_with_the_self_signed_context_answers() -> None:
                 await session.get(f"https://127.0.0.1:{port}/", ssl=ssl.create_default_context())
     finally:
         await runner.cleanup()
+
+
+async def test_the_app_serves_https_pages_and_wss_signalling_with_the_certificate() -> None:
+    """The whole app behind --self-signed: a page over HTTPS and a full `hello` over WSS."""
+    import json
+    import socket
+    import ssl
+    import time
+
+    import aiohttp
+    from aiohttp import web
+
+    from sfu.app import creator_link, make_app
+    from sfu.config import ServerConfig
+    from sfu.tls import server_ssl_context
+
+    tls = server_ssl_context(None, None, True, ["127.0.0.1"])
+    assert tls is not None
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    app = make_app(ServerConfig(secret=b"tls-test-secret-0123456789", public_url=url))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock, ssl_context=tls.context).start()
+    trusted = ssl.create_default_context(cadata=tls.certificate_pem.decode())
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/join/", ssl=trusted) as response:
+                assert response.status == 200
+                assert "Content-Security-Policy" in response.headers
+            socket_ = await session.ws_connect(url.replace("https", "wss") + "/ws", ssl=trusted)
+            await socket_.send_str(json.dumps({"type": "hello", "v": 1, "token": creator_link(app).split("#")[1]}))
+            welcome = json.loads((await socket_.receive(timeout=5)).data)
+            assert welcome["type"] == "welcome" and welcome["role"] == "organiser"
+            await socket_.send_str(json.dumps({
+                "type": "create_exam", "v": 1, "id": 1, "title": "TLS", "kind": "written", "cap": 2,
+                "note": "", "contact": "", "ends_at": int(time.time()) + 600, "id_check": False,
+            }))
+            created = json.loads((await socket_.receive(timeout=5)).data)
+            assert created["type"] == "exam_created"
+            assert created["student_link"].startswith(url + "/join/#")
+            await socket_.close()
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await session.get(f"{url}/join/")  # not trusted without the certificate
+    finally:
+        await runner.cleanup()
