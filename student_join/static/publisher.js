@@ -10,6 +10,8 @@
 const ICE_GATHERING_TIMEOUT_MS = 8000;
 const OFFER_TIMEOUT_MS = 30000;
 const QUALITY_FIELDS = ['maxBitrate', 'maxFramerate', 'scaleResolutionDownBy'];
+// pc.close() fires no event, so a peer connection closed from outside is only seen by looking.
+const CLOSED_CHECK_MS = 2000;
 
 function codecsOnly(kind, mimeType) {
   const codecs = globalThis.RTCRtpReceiver?.getCapabilities?.(kind)?.codecs ?? [];
@@ -62,6 +64,7 @@ export class Publisher extends EventTarget {
   #running = false;
   #again = false;
   #closed = false;
+  #watch = null;
 
   constructor({ signalling, iceServers = [], tracks }) {
     super();
@@ -115,6 +118,7 @@ export class Publisher extends EventTarget {
     pc.addEventListener('connectionstatechange', () => {
       if (pc === this.#pc) this.#emit('state', pc.connectionState);
     });
+    this.#watchPeer(pc);
     this.#emit('remote', { talkBack: talkBack.receiver.track, examiner: examiner.receiver.track });
 
     await pc.setLocalDescription(await pc.createOffer());
@@ -161,7 +165,23 @@ export class Publisher extends EventTarget {
     this.#emit('state', 'closed');
   }
 
+  // A peer connection closed behind our back reports 'failed', which renegotiates.
+  #watchPeer(pc) {
+    clearInterval(this.#watch);
+    this.#watch = setInterval(() => {
+      // While a negotiation runs, it fails by itself on a closed peer (and is retried).
+      if (pc !== this.#pc || this.#running) return;
+      if (pc.signalingState === 'closed' || pc.connectionState === 'closed') {
+        clearInterval(this.#watch);
+        this.#watch = null;
+        this.#emit('state', 'failed');
+      }
+    }, CLOSED_CHECK_MS);
+  }
+
   #closePeer() {
+    clearInterval(this.#watch);
+    this.#watch = null;
     const pc = this.#pc;
     this.#pc = null;
     this.#senders = {};
