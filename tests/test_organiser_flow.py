@@ -128,8 +128,26 @@ async def tile_plays(page: Any) -> bool:
     )
 
 
+RECORDER_SPY = """
+window.__recorders = 0;
+const Recorder = window.MediaRecorder;
+window.MediaRecorder = class extends Recorder {
+  constructor(...args) { super(...args); window.__recorders += 1; }
+};
+"""
+
+
+async def kept_in_the_browser(page: Any) -> list[Any]:
+    """What the page left in its origin's storage, and how many recorders it made."""
+    return await page.evaluate(
+        "async () => [localStorage.length, sessionStorage.length, document.cookie,"
+        " (await indexedDB.databases()).length, window.__recorders]"
+    )
+
+
 async def test_an_exam_from_creation_to_a_student_on_the_desk(server: Any, page_factory: Any) -> None:
     organiser = await page_factory(locale="en-GB", viewport={"width": 1200, "height": 900})
+    await organiser.context.add_init_script(RECORDER_SPY)
     links = await create_exam(organiser, server.creator_link)
 
     # The page's address became the exam's organiser link, so a reload keeps the exam.
@@ -142,6 +160,7 @@ async def test_an_exam_from_creation_to_a_student_on_the_desk(server: Any, page_
 
     # A student joins before any surveillant: the organiser sees the queue and is told what to do.
     student = await page_factory(locale="en-GB")
+    await student.context.add_init_script(RECORDER_SPY)
     await student_joins(student, links["student"], "Sanne")
     await organiser.wait_for_selector('#queue-length[data-count="1"]', timeout=TIMEOUT_MS)
     await visible(organiser, "#queue-prompt")
@@ -149,6 +168,7 @@ async def test_an_exam_from_creation_to_a_student_on_the_desk(server: Any, page_
 
     # A surveillant comes in: the student is placed with them and the queue empties.
     desk = await page_factory(locale="en-GB", viewport={"width": 1300, "height": 900})
+    await desk.context.add_init_script(RECORDER_SPY)
     await surveillant_starts(desk, links["surveillant"], "Mevr. Jansen")
     await desk.wait_for_selector(".tile[data-student]", timeout=TIMEOUT_MS)
     assert await desk.inner_text(".tile .tile-name") == "Sanne"
@@ -173,7 +193,9 @@ async def test_an_exam_from_creation_to_a_student_on_the_desk(server: Any, page_
     await organiser.wait_for_selector("#surveillants-body tr", timeout=TIMEOUT_MS)
     assert "Mevr. Jansen" in await organiser.inner_text("#surveillants-body tr")
 
+    # Nothing is kept in any page's storage and no page ever made a recorder.
     for page in (organiser, student, desk):
+        assert await kept_in_the_browser(page) == [0, 0, "", 0, 0]
         assert page.errors == [], page.errors
 
 
