@@ -66,3 +66,25 @@ async def launch_chromium(*extra_args: str) -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+# Test-only: a "whole screen" share made from an animated canvas, because headless
+# Chromium's getDisplayMedia is static. Defines window.__canvasScreen() -> MediaStream.
+CANVAS_SCREEN_FUNCTION = r"""
+window.__canvasScreen = () => {
+  const canvas = document.createElement('canvas');
+  canvas.width = 640;
+  canvas.height = 360;
+  const context = canvas.getContext('2d');
+  let tick = 0;
+  setInterval(() => {
+    context.fillStyle = `hsl(${(tick += 9) % 360} 55% 55%)`;
+    context.fillRect(0, 0, 640, 360);
+  }, 50);
+  const stream = canvas.captureStream(15);
+  const track = stream.getVideoTracks()[0];
+  const settings = track.getSettings.bind(track);
+  track.getSettings = () => ({ ...settings(), displaySurface: 'monitor' });
+  return stream;
+};
+"""

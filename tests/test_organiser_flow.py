@@ -19,28 +19,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.browser import CANVAS_SCREEN_FUNCTION
+
 pytestmark = pytest.mark.browser
 
 # Test-only: getDisplayMedia gives an animated canvas that reports a whole monitor.
-CANVAS_SCREEN = r"""
-(() => {
-  navigator.mediaDevices.getDisplayMedia = async () => {
-    const canvas = document.createElement('canvas');
-    canvas.width = 640;
-    canvas.height = 360;
-    const context = canvas.getContext('2d');
-    let tick = 0;
-    setInterval(() => {
-      context.fillStyle = `hsl(${(tick += 9) % 360} 55% 55%)`;
-      context.fillRect(0, 0, 640, 360);
-    }, 50);
-    const track = canvas.captureStream(15).getVideoTracks()[0];
-    const settings = track.getSettings.bind(track);
-    track.getSettings = () => ({ ...settings(), displaySurface: 'monitor' });
-    return new MediaStream([track]);
-  };
-})();
-"""
+CANVAS_SCREEN = CANVAS_SCREEN_FUNCTION + "navigator.mediaDevices.getDisplayMedia = async () => window.__canvasScreen();"
 
 # Test-only: remembers the webcam bitrate the student's page asks of its sender.
 QUALITY_SPY = r"""

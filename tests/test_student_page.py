@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.browser import CANVAS_SCREEN_FUNCTION
 from tests.peers import Client
 
 pytestmark = pytest.mark.browser
@@ -28,7 +29,7 @@ CONTACT = "examenbureau@school.example"
 
 # Test-only instrumentation, injected before the page's own scripts run: records
 # every device request, and gives getDisplayMedia an animated canvas.
-MEDIA_SPY = r"""
+MEDIA_SPY = CANVAS_SCREEN_FUNCTION + r"""
 (() => {
   window.__mediaCalls = [];
   window.__tracks = [];
@@ -43,19 +44,8 @@ MEDIA_SPY = r"""
   };
   devices.getDisplayMedia = async () => {
     window.__mediaCalls.push('getDisplayMedia');
-    const canvas = document.createElement('canvas');
-    canvas.width = 640;
-    canvas.height = 360;
-    const context = canvas.getContext('2d');
-    let tick = 0;
-    setInterval(() => {
-      context.fillStyle = `hsl(${(tick += 7) % 360} 60% 60%)`;
-      context.fillRect(0, 0, 640, 360);
-    }, 50);
-    const stream = canvas.captureStream(15);
+    const stream = window.__canvasScreen();
     const track = stream.getVideoTracks()[0];
-    const settings = track.getSettings.bind(track);
-    track.getSettings = () => ({ ...settings(), displaySurface: 'monitor' });
     window.__tracks.push(track);
     return stream;
   };
