@@ -506,7 +506,33 @@ class Organiser:
 
 # --- bot student -----------------------------------------------------------
 
-class BotStudent:
+class _Bot:
+    """What bot students and bot surveillants share: a signalling socket and a peer connection."""
+
+    name: str
+    token: str
+    sig: Signalling
+    pc: RTCPeerConnection | None
+
+    @property
+    def is_connected(self) -> bool:
+        return self.pc is not None and self.pc.connectionState == "connected"
+
+    def _push(self, msg: dict) -> None:
+        raise NotImplementedError
+
+    async def _hello(self, role: str) -> dict:
+        """Connect, say hello with the link, and check the link gave `role`."""
+        self.sig.on_push = self._push
+        await self.sig.connect()
+        welcome = await self.sig.request({"type": "hello", "token": self.token, "name": self.name},
+                                         expect=("welcome",))
+        if welcome.get("role") != role:
+            raise RuntimeError(f"{role} link gave role {welcome.get('role')!r}")
+        return welcome
+
+
+class BotStudent(_Bot):
     def __init__(self, index: int, session: aiohttp.ClientSession, ws_url: str, token: str,
                  library: MediaLibrary, collector: Collector) -> None:
         self.index = index
@@ -538,18 +564,9 @@ class BotStudent:
             self.assigned.clear()
             self.collector.event(self.name, f"{kind} {msg.get('reason', '')}".strip())
 
-    @property
-    def is_connected(self) -> bool:
-        return self.pc is not None and self.pc.connectionState == "connected"
-
     async def start(self, timeout: float = 40.0) -> None:
         sig = self.sig
-        sig.on_push = self._push
-        await sig.connect()
-        welcome = await sig.request({"type": "hello", "token": self.token, "name": self.name},
-                                    expect=("welcome",))
-        if welcome.get("role") != "student":
-            raise RuntimeError(f"student link gave role {welcome.get('role')!r}")
+        welcome = await self._hello("student")
         self.participant_id = welcome.get("participant_id")
 
         lib = self.library
@@ -600,7 +617,7 @@ class BotStudent:
 
 # --- bot surveillant -------------------------------------------------------
 
-class BotSurveillant:
+class BotSurveillant(_Bot):
     def __init__(self, index: int, session: aiohttp.ClientSession, ws_url: str, token: str,
                  collector: Collector) -> None:
         self.index = index
@@ -624,18 +641,9 @@ class BotSurveillant:
             return 0
         return len(self.roster.get("students") or [])
 
-    @property
-    def is_connected(self) -> bool:
-        return self.pc is not None and self.pc.connectionState == "connected"
-
     async def start(self, timeout: float = 40.0) -> None:
         sig = self.sig
-        sig.on_push = self._push
-        await sig.connect()
-        welcome = await sig.request({"type": "hello", "token": self.token, "name": self.name},
-                                    expect=("welcome",))
-        if welcome.get("role") != "surveillant":
-            raise RuntimeError(f"surveillant link gave role {welcome.get('role')!r}")
+        welcome = await self._hello("surveillant")
         slots = None
         try:
             roster = await sig.wait_for("roster", timeout=3)

@@ -304,7 +304,25 @@ class MediaLibrary:
 
 # --- tracks ------------------------------------------------------------------
 
-class PreEncodedVideoTrack(MediaStreamTrack):
+class _PacedTrack(MediaStreamTrack):
+    """A track that hands out one packet every period, in real time, like a device."""
+
+    _start: float | None = None
+    _due = 0.0
+
+    async def _wait_turn(self) -> None:
+        """Sleep until the next packet is due; far behind (overloaded), skip ahead like a camera."""
+        now = asyncio.get_running_loop().time()
+        if self._start is None:
+            self._start = self._due = now
+        delay = self._due - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -0.25:
+            self._due = now
+
+
+class PreEncodedVideoTrack(_PacedTrack):
     """Loops over a `VideoLoop`, paced in real time, each frame with a trailer.
 
     `on_frame(tag, frame_id)` (optional) is told about each frame handed out.
@@ -333,15 +351,7 @@ class PreEncodedVideoTrack(MediaStreamTrack):
         self._want_keyframe = True
 
     async def recv(self) -> av.Packet:
-        clock = asyncio.get_running_loop().time
-        now = clock()
-        if self._start is None:
-            self._start = self._due = now
-        delay = self._due - now
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif delay < -0.25:  # far behind (overloaded): skip ahead like a camera
-            self._due = now
+        await self._wait_turn()
         loop = self._loop
         if self._want_keyframe:
             self._want_keyframe = False
@@ -358,7 +368,7 @@ class PreEncodedVideoTrack(MediaStreamTrack):
         return packet
 
 
-class PreEncodedAudioTrack(MediaStreamTrack):
+class PreEncodedAudioTrack(_PacedTrack):
     """Loops over pre-encoded 20 ms Opus packets, paced in real time."""
 
     kind = "audio"
@@ -372,15 +382,7 @@ class PreEncodedAudioTrack(MediaStreamTrack):
         self._samples = 0
 
     async def recv(self) -> av.Packet:
-        clock = asyncio.get_running_loop().time
-        now = clock()
-        if self._start is None:
-            self._start = self._due = now
-        delay = self._due - now
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif delay < -0.25:
-            self._due = now
+        await self._wait_turn()
         packet = av.Packet(self._packets[self._index])
         packet.pts = int((self._due - self._start) * 48000) // 960 * 960
         packet.time_base = AUDIO_TIME_BASE

@@ -36,6 +36,7 @@ from aiortc.sdp import SessionDescription
 from .config import IceServer
 from .forward import Leg
 from .publication import Publication
+from .rtp_header import extension_value
 from .srtp import FastSrtp, SrtpError
 
 logger = logging.getLogger(__name__)
@@ -281,8 +282,6 @@ class MediaPeer:
 
     def _route_by_mid(self, packet: bytes) -> Publication | None:
         """An SSRC the offer did not announce: learn it from its mid header extension."""
-        from .rtp_header import extension_value
-
         if self._mid_id is None:
             return None
         mid = extension_value(packet, self._mid_id)
