@@ -35,6 +35,7 @@ from aiortc.sdp import SessionDescription
 
 from .config import IceServer
 from .forward import Leg
+from .media_socket import MediaDatagramTransport, adopt
 from .publication import Publication
 from .rtp_header import extension_value
 from .srtp import FastSrtp, SrtpError
@@ -115,6 +116,23 @@ async def _not_started(parameters: Any) -> None:
     thread, encoder, RTCP), which the fast path makes useless."""
 
 
+def _read_host_sockets_ourselves(connection: Any) -> None:
+    """Once aioice has bound its host sockets, hand them to the MediaPoller (sfu/media_socket.py).
+
+    This happens while the answer is being made, before the peer knows any port.
+    """
+    gather = connection.get_component_candidates
+
+    async def get_component_candidates(*args: Any, **kwargs: Any) -> Any:
+        candidates = await gather(*args, **kwargs)
+        for protocol in connection._protocols:
+            if protocol.local_candidate.type == "host":
+                adopt(protocol)
+        return candidates
+
+    connection.get_component_candidates = get_component_candidates
+
+
 def _extension_id(transceiver: Any, uri: str) -> int | None:
     for extension in transceiver._headerExtensions:
         if extension.uri == uri:
@@ -193,6 +211,9 @@ class MediaPeer:
             transceiver = self.transceivers[spec.name]
             transceiver.sender.send = _not_started
             transceiver.receiver.receive = _not_started
+        connections = {id(t.receiver.transport.transport.iceGatherer._connection): t for t in self.pc.getTransceivers()}
+        for transceiver in connections.values():
+            _read_host_sockets_ourselves(transceiver.receiver.transport.transport.iceGatherer._connection)
 
     def _build_routes(self) -> None:
         remote = SessionDescription.parse(self.pc.remoteDescription.sdp)
@@ -241,23 +262,34 @@ class MediaPeer:
 
     def _hook(self, protocol: Any) -> None:
         """Take SRTP/SRTCP datagrams off this ICE socket before aiortc sees them."""
+        transport = protocol.transport
+        if isinstance(transport, MediaDatagramTransport):
+            transport.media_handler = self._receive_media
+            return
         original = protocol.datagram_received
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            rx = self._rx
-            if rx is None:
-                if self._dtls is not None and self._dtls._rx_srtp is not None:
-                    self._srtp_ready()
-                    rx = self._rx
-            if rx is not None and len(data) > 12 and 127 < data[0] < 192:
-                if 191 < data[1] < 224:
-                    self._receive_rtcp(rx, data)
-                else:
-                    self._receive_rtp(rx, data)
-                return
-            original(data, addr)
+            if data and 127 < data[0] < 192:
+                self._receive_media(data)
+            else:
+                original(data, addr)
 
         protocol.datagram_received = datagram_received
+
+    def _receive_media(self, data: bytes) -> None:
+        """One datagram whose first byte says RTP or RTCP (RFC 7983), still protected."""
+        rx = self._rx
+        if rx is None:
+            if self._dtls is None or self._dtls._rx_srtp is None:
+                return  # before DTLS has made the keys: nothing to decrypt it with
+            self._srtp_ready()
+            rx = self._rx
+        if rx is None or len(data) <= 12:
+            return
+        if 191 < data[1] < 224:
+            self._receive_rtcp(rx, data)
+        else:
+            self._receive_rtp(rx, data)
 
     def _srtp_ready(self) -> None:
         self._rx = FastSrtp(self._dtls._rx_srtp)
