@@ -11,7 +11,8 @@ from __future__ import annotations
 from time import time
 from typing import TYPE_CHECKING, Protocol
 
-from .rtp_header import abs_send_time, extension_block, header, vp8_keyframe_start
+from .rtp_header import HEADER as _HEADER
+from .rtp_header import extension_block, vp8_keyframe_start
 
 if TYPE_CHECKING:
     from .publication import Publication
@@ -104,10 +105,18 @@ class Leg:
         sequence = (sequence + self._sequence_offset) & 0xFFFF
         timestamp = (timestamp + self._timestamp_offset) & 0xFFFFFFFF
         if self._abs_send_time_id is not None:
-            extensions = self._extension_prefix + abs_send_time(time()) + self._extension_padding
+            # abs-send-time: 6.18 fixed-point seconds, 24 bits.
+            now = (int(time() * 262144) & 0xFFFFFF).to_bytes(3, "big")
+            extensions = self._extension_prefix + now + self._extension_padding
         else:
             extensions = self._extension_prefix
-        out = header(marker, self.payload_type, sequence, timestamp, self.ssrc, extensions) + packet[start:end]
+        out = b"".join(
+            (
+                _HEADER.pack(0x90 if extensions else 0x80, marker | self.payload_type, sequence, timestamp, self.ssrc),
+                extensions,
+                packet[start:end],
+            )
+        )
         self._history[sequence % HISTORY_SIZE] = out
         self._last_sequence = sequence
         self._last_timestamp = timestamp

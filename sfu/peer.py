@@ -277,7 +277,7 @@ class MediaPeer:
         protocol.datagram_received = datagram_received
 
     def _receive_media(self, data: bytes) -> None:
-        """One datagram whose first byte says RTP or RTCP (RFC 7983), still protected."""
+        """One datagram whose first byte says RTP or RTCP (RFC 7983), still protected (the hot path)."""
         rx = self._rx
         if rx is None:
             if self._dtls is None or self._dtls._rx_srtp is None:
@@ -288,16 +288,8 @@ class MediaPeer:
             return
         if 191 < data[1] < 224:
             self._receive_rtcp(rx, data)
-        else:
-            self._receive_rtp(rx, data)
-
-    def _srtp_ready(self) -> None:
-        self._rx = FastSrtp(self._dtls._rx_srtp)
-        self._tx = FastSrtp(self._dtls._tx_srtp)
-        if self._rtcp_task is None:
-            self._rtcp_task = asyncio.ensure_future(self._report_forever())
-
-    def _receive_rtp(self, rx: FastSrtp, data: bytes) -> None:
+            return
+        # Route by the SSRC in clear text first: packets nobody asked for are not even decrypted.
         publication = self._by_ssrc.get(int.from_bytes(data[8:12], "big"))
         if publication is None and not self._unrouted_mids:
             return
@@ -311,6 +303,12 @@ class MediaPeer:
             if publication is None:
                 return
         publication.receive(packet)
+
+    def _srtp_ready(self) -> None:
+        self._rx = FastSrtp(self._dtls._rx_srtp)
+        self._tx = FastSrtp(self._dtls._tx_srtp)
+        if self._rtcp_task is None:
+            self._rtcp_task = asyncio.ensure_future(self._report_forever())
 
     def _route_by_mid(self, packet: bytes) -> Publication | None:
         """An SSRC the offer did not announce: learn it from its mid header extension."""

@@ -10,7 +10,8 @@ import struct
 from typing import NamedTuple
 
 ONE_BYTE_EXTENSION_PROFILE = 0xBEDE
-_HEADER = struct.Struct("!BBHII")
+HEADER = struct.Struct("!BBHII")
+"""The fixed 12 bytes of an RTP header without CSRCs: V/P/X/CC, M/PT, sequence, timestamp, SSRC."""
 
 
 class RtpView(NamedTuple):
@@ -29,7 +30,7 @@ def parse(packet: bytes) -> RtpView | None:
     size = len(packet)
     if size < 12:
         return None
-    first, second, sequence, timestamp, _ = _HEADER.unpack_from(packet)
+    first, second, sequence, timestamp, _ = HEADER.unpack_from(packet)
     if first >> 6 != 2:
         return None
     start = 12 + 4 * (first & 0x0F)
@@ -73,22 +74,6 @@ def extension_block(elements: list[tuple[int, bytes]]) -> bytes:
     body = b"".join(bytes([(element_id << 4) | (len(value) - 1)]) + value for element_id, value in elements)
     body += b"\x00" * (-len(body) % 4)
     return struct.pack("!HH", ONE_BYTE_EXTENSION_PROFILE, len(body) // 4) + body
-
-
-def header(marker: int, payload_type: int, sequence: int, timestamp: int, ssrc: int, extensions: bytes) -> bytes:
-    """A fresh RTP header for one leg: no CSRCs, no padding, our extension block (may be empty)."""
-    return _HEADER.pack(
-        0x90 if extensions else 0x80,
-        (0x80 if marker else 0) | payload_type,
-        sequence,
-        timestamp,
-        ssrc,
-    ) + extensions
-
-
-def abs_send_time(now: float) -> bytes:
-    """The abs-send-time extension value: 6.18 fixed-point seconds, 24 bits."""
-    return (int(now * (1 << 18)) & 0xFFFFFF).to_bytes(3, "big")
 
 
 def vp8_keyframe_start(payload: memoryview | bytes) -> bool:
