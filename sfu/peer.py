@@ -20,19 +20,15 @@ from typing import Any
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import (
     RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
-    RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
-    RtcpRtpfbPacket,
-    RtcpSrPacket,
     pack_remb_fci,
 )
 from aiortc.sdp import SessionDescription
 
+from . import rtcp
 from .config import IceServer
 from .forward import Leg
 from .media_socket import MediaDatagramTransport, adopt
@@ -342,23 +338,23 @@ class MediaPeer:
 
     def _receive_rtcp(self, rx: FastSrtp, data: bytes) -> None:
         try:
-            packets = RtcpPacket.parse(rx.unprotect_rtcp(data))
-        except (SrtpError, ValueError):
+            compound = rx.unprotect_rtcp(data)
+        except SrtpError:
             return
-        for packet in packets:
-            if isinstance(packet, RtcpPsfbPacket):
-                if packet.fmt == RTCP_PSFB_PLI:
-                    self._keyframe_wanted(packet.media_ssrc)
-                elif packet.fmt == RTCP_PSFB_FIR:
-                    for offset in range(0, len(packet.fci) - 7, 8):
-                        self._keyframe_wanted(int.from_bytes(packet.fci[offset : offset + 4], "big"))
-            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-                leg = self._legs_by_ssrc.get(packet.media_ssrc)
+        for packet_type, fmt, start, end in rtcp.packets(compound):
+            if packet_type == rtcp.PAYLOAD_FEEDBACK and end - start >= 12:
+                if fmt == rtcp.PLI:
+                    self._keyframe_wanted(rtcp.media_ssrc(compound, start))
+                elif fmt == rtcp.FIR:
+                    for ssrc in rtcp.fir_ssrcs(compound, start, end):
+                        self._keyframe_wanted(ssrc)
+            elif packet_type == rtcp.TRANSPORT_FEEDBACK and fmt == rtcp.NACK and end - start >= 12:
+                leg = self._legs_by_ssrc.get(rtcp.media_ssrc(compound, start))
                 if leg is not None:
-                    leg.retransmit(packet.lost)
-            elif isinstance(packet, RtcpSrPacket):
-                middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
-                self._last_sender_report[packet.ssrc] = (middle, time.monotonic())
+                    leg.retransmit(rtcp.nack_sequences(compound, start, end))
+            elif packet_type == rtcp.SENDER_REPORT and end - start >= 28:
+                ssrc, middle = rtcp.sender_report_ntp_middle(compound, start)
+                self._last_sender_report[ssrc] = (middle, time.monotonic())
 
     def _keyframe_wanted(self, ssrc: int) -> None:
         """A subscriber asked for a keyframe of one of our legs: ask that leg's publisher."""
