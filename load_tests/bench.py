@@ -378,7 +378,16 @@ def eligible_students(students: list[BotStudent], surveillants: list[BotSurveill
 def machine_busy_seconds() -> float:
     t = psutil.cpu_times()
     return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) \
-        - getattr(t, "guest_nice", 0.0)
+        - getattr(t, "guest_nice", 0.0) - getattr(t, "steal", 0.0)
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to someone else while this machine wanted it.
+
+    On a shared host the same work costs more CPU seconds when neighbours are busy,
+    so runs with much steal are not comparable with quiet ones.
+    """
+    return getattr(psutil.cpu_times(), "steal", 0.0)
 
 
 class UdpDrops:
@@ -462,6 +471,7 @@ def snapshot(server: Server, me: psutil.Process, collector: Collector) -> dict:
         "sfu_udp_drops": drops["sfu"],
         "bots_udp_drops": drops["bots"],
         "machine_busy": machine_busy_seconds(),
+        "steal": steal_seconds(),
         "sfu_cpu": server.cpu_seconds(),
         "bots_cpu": t.user + t.system,
         "rss": server.rss_mb(),
@@ -614,6 +624,7 @@ def compute(args, collector: Collector, s0: dict, s1: dict, samples: list[dict],
     others = busy - (sfu_cpu or 0) - bots_cpu
     out["machine_cpu_percent"] = 100 * busy / window if window else None
     out["other_processes_cpu_percent"] = 100 * max(0.0, others) / window if window else None
+    out["steal_percent"] = 100 * (s1["steal"] - s0["steal"]) / window if window else None
     out["load_average_end"] = list(os.getloadavg())
     # losses the kernel saw: a full receive buffer at the SFU or at the bots
     out["sfu_udp_drops"] = delta(s1["sfu_udp_drops"], s0["sfu_udp_drops"])
@@ -815,7 +826,7 @@ def summary_lines(r: dict) -> list[str]:
         f"max {f('sfu_rss_mb_max')}; bots cpu {f('bots_cpu_seconds', '{:.2f}')} s "
         f"({f('bots_cpu_percent')}% of a core{', SATURATED' if r.get('bots_saturated') else ''}); "
         f"machine {f('machine_cpu_percent')}% of one core in all, others "
-        f"{f('other_processes_cpu_percent')}%; UDP receive drops: SFU {r.get('sfu_udp_drops', 'n/a')}, "
+        f"{f('other_processes_cpu_percent')}%, hypervisor steal {f('steal_percent')}%; UDP receive drops: SFU {r.get('sfu_udp_drops', 'n/a')}, "
         f"bots {r.get('bots_udp_drops', 'n/a')}; packets lost (seq gaps) "
         f"{r.get('packets_lost_estimate', 'n/a')}",
         *([] if not r.get("disconnects") else [

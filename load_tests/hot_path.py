@@ -141,7 +141,7 @@ async def run(students: int, surveillants: int, packets: int) -> dict[str, float
             packet = _rtp(PAYLOAD_TYPES[kind], sequence & 0xFFFF, sequence * 3000, ssrc, size, kind == "video")
             sender.sendto(outbound.protect(packet), address)
         began = time.thread_time_ns()
-        poller._drain()
+        poller.turn()
         busy += time.thread_time_ns() - began
         for _, sink in watchers:
             try:

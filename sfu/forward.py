@@ -71,6 +71,7 @@ class Leg:
         else:
             self._extension_prefix = extension_block(elements) if elements else b""
             self._extension_padding = b""
+        self._first_byte = 0x90 if self._extension_prefix else 0x80  # version 2, X bit if extensions
 
     def attach(self, source: Publication | None) -> None:
         """Feed this leg from `source` (or nothing); the old source lets go of it."""
@@ -104,19 +105,13 @@ class Leg:
             self._timestamp_offset = (self._next_timestamp - timestamp) & 0xFFFFFFFF
         sequence = (sequence + self._sequence_offset) & 0xFFFF
         timestamp = (timestamp + self._timestamp_offset) & 0xFFFFFFFF
+        header = _HEADER.pack(self._first_byte, marker | self.payload_type, sequence, timestamp, self.ssrc)
         if self._abs_send_time_id is not None:
             # abs-send-time: 6.18 fixed-point seconds, 24 bits.
             now = (int(time() * 262144) & 0xFFFFFF).to_bytes(3, "big")
-            extensions = self._extension_prefix + now + self._extension_padding
+            out = b"".join((header, self._extension_prefix, now, self._extension_padding, memoryview(packet)[start:end]))
         else:
-            extensions = self._extension_prefix
-        out = b"".join(
-            (
-                _HEADER.pack(0x90 if extensions else 0x80, marker | self.payload_type, sequence, timestamp, self.ssrc),
-                extensions,
-                packet[start:end],
-            )
-        )
+            out = b"".join((header, self._extension_prefix, memoryview(packet)[start:end]))
         self._history[sequence % HISTORY_SIZE] = out
         self._last_sequence = sequence
         self._last_timestamp = timestamp

@@ -98,18 +98,28 @@ class MediaPoller:
         # Stop watching, so the loop neither spins on the ready epoll nor wakes per packet.
         self._loop.remove_reader(self._epoll.fileno())
         self._watching = False
-        self._timer = self._loop.call_later(READ_INTERVAL, self._drain)
+        self._timer = self._loop.call_later(READ_INTERVAL, self._on_timer)
 
-    def _drain(self) -> None:
+    def _on_timer(self) -> None:
         self._timer = None
         if self._epoll.closed:
             return
+        if self.turn():
+            if not self._epoll.closed:
+                self._timer = self._loop.call_later(READ_INTERVAL, self._on_timer)
+        elif not self._epoll.closed:
+            self._watching = True
+            self._loop.add_reader(self._epoll.fileno(), self._on_ready)
+
+    def turn(self) -> bool:
+        """Read every ready socket in rounds, then send what was held back meanwhile.
+
+        Returns False if no socket was ready.
+        """
         poll = self._epoll.poll
         ready = poll(0)
         if not ready:
-            self._watching = True
-            self._loop.add_reader(self._epoll.fileno(), self._on_ready)
-            return
+            return False
         transports = self._transports
         self.draining = True
         try:
@@ -118,6 +128,8 @@ class MediaPoller:
                     transport = transports.get(fileno)
                     if transport is not None:
                         transport.read_one()
+                if self._epoll.closed:
+                    break
                 ready = poll(0)
                 if not ready:
                     break
@@ -126,8 +138,7 @@ class MediaPoller:
             sending, self.sending = self.sending, []
             for transport in sending:
                 transport.flush()
-        if not self._epoll.closed:
-            self._timer = self._loop.call_later(READ_INTERVAL, self._drain)
+        return True
 
 
 _pollers: dict[asyncio.AbstractEventLoop, MediaPoller] = {}

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .keyframes import KeyframeLimiter
+from .rtp_header import FIXED_HEADER as _FIXED_HEADER
 from .rtp_header import audio_level, extension_value
 from .track_stats import TrackStats
 
@@ -33,7 +34,7 @@ class Publication:
         self.kind = kind
         self.is_audio = kind == "audio"
         self.payload_type = payload_type
-        self.audio_level_id = audio_level_id
+        self.audio_level_id = audio_level_id if self.is_audio else None
         self.ssrc: int | None = None
         self.leg: Leg | None = None
         self.stats = TrackStats()
@@ -44,14 +45,13 @@ class Publication:
         """Handle one decrypted RTP packet of this track: count it and forward it (the hot path).
 
         The header is read inline rather than through `rtp_header.parse`: this runs for
-        every packet, and a call and a tuple per packet are measurable here.
+        every packet, and each Python operation here is measurable at 5,000 packets a second.
         """
         size = len(packet)
         if size < 12:
             return
-        first = packet[0]
-        second = packet[1]
-        if first >> 6 != 2 or second & 0x7F != self.payload_type:
+        first, second, sequence, timestamp = _FIXED_HEADER.unpack_from(packet)
+        if first & 0xC0 != 0x80 or second & 0x7F != self.payload_type:
             return
         start = 12 + 4 * (first & 0x0F)
         if first & 0x10:
@@ -61,7 +61,6 @@ class Publication:
         end = size - packet[-1] if first & 0x20 else size
         if start >= end:
             return
-        sequence = (packet[2] << 8) | packet[3]
         marker = second & 0x80
         stats = self.stats
         stats.packets += 1
@@ -69,21 +68,22 @@ class Publication:
         stats.last_packet = monotonic()
         if marker:
             stats.frames += 1
-        gap = (sequence - stats.expected_sequence) & 0xFFFF if stats.expected_sequence is not None else 0
-        if gap < 0x8000:
-            stats.lost += gap
+        expected = stats.expected_sequence
+        if sequence == expected or expected is None:
             stats.expected_sequence = (sequence + 1) & 0xFFFF
         else:
-            gap = 0  # a late (reordered) packet
-        if self.is_audio:
-            if self.audio_level_id is not None and self.stats.packets % 5 == 0:
-                self.stats.audio_level = audio_level(extension_value(packet, self.audio_level_id))
-        elif gap:
-            # The uplink lost video we never get back: ask for a keyframe rather than freeze.
-            self.request_keyframe()
+            gap = (sequence - expected) & 0xFFFF
+            if gap < 0x8000:  # else a late (reordered) packet: forwarded, not counted
+                stats.lost += gap
+                stats.expected_sequence = (sequence + 1) & 0xFFFF
+                if not self.is_audio:
+                    # The uplink lost video we never get back: ask for a keyframe rather than freeze.
+                    self.request_keyframe()
+        if self.audio_level_id is not None and stats.packets % 5 == 0:
+            stats.audio_level = audio_level(extension_value(packet, self.audio_level_id))
         leg = self.leg
         if leg is not None:
-            leg.send(packet, marker, sequence, int.from_bytes(packet[4:8], "big"), start, end)
+            leg.send(packet, marker, sequence, timestamp, start, end)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe (PLI), at most twice a second."""

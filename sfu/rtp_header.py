@@ -12,6 +12,8 @@ from typing import NamedTuple
 ONE_BYTE_EXTENSION_PROFILE = 0xBEDE
 HEADER = struct.Struct("!BBHII")
 """The fixed 12 bytes of an RTP header without CSRCs: V/P/X/CC, M/PT, sequence, timestamp, SSRC."""
+FIXED_HEADER = struct.Struct("!BBHI")
+"""The first 8 bytes of an RTP header, as a reader wants them: V/P/X/CC, M/PT, sequence, timestamp."""
 
 
 class RtpView(NamedTuple):

@@ -27,15 +27,18 @@ def _operation(function: Any, room: int, doc: str) -> Callable[[FastSrtp, bytes]
     """A FastSrtp method running one libsrtp call; built per operation so that the hot
     path makes one Python call per packet, not two."""
 
+    limit = BUFFER_SIZE - room
+    ok = _OK
+
     def run(self: FastSrtp, packet: bytes) -> bytes:
         size = len(packet)
-        if size > BUFFER_SIZE - room:
+        if size > limit:
             raise SrtpError("packet is too long")
         buffer = self._buffer
         buffer[0:size] = packet
         length = self._length
         length[0] = size
-        if function(self._srtp, self._cdata, length) != _OK:
+        if function(self._srtp, self._cdata, length) != ok:
             raise SrtpError("libsrtp refused the packet")
         return buffer[0 : length[0]]
 

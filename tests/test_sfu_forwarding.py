@@ -224,8 +224,14 @@ async def test_a_student_nobody_watches_does_not_grow_server_memory(media_server
         growth = sum(stat.size_diff for stat in after.filter_traces(only_sfu).compare_to(
             before.filter_traces(only_sfu), "filename"))
         assert growth < 64 * 1024, f"server code grew by {growth} bytes while nobody watched"
-        # Nothing queues below us either: aioice's datagram queue stays empty.
+        # Nothing queues below us either: aioice's datagram queue stays empty, and the
+        # media arrives through the SFU's own reader, not the loop's datagram transport.
         assert peer._connection._queue.qsize() == 0
+        from sfu.media_socket import MediaDatagramTransport
+
+        nominated = peer._connection._nominated[1]
+        assert isinstance(nominated.protocol.transport, MediaDatagramTransport)
+        assert nominated.protocol.transport.media_handler == peer._receive_media
         assert all(p.leg is None for p in peer.publications.values())
         await publisher.close()
         await student.close()

@@ -1,0 +1,183 @@
+"""The SFU's own reader for ICE host sockets (sfu/media_socket.py), on real UDP sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from sfu import media_socket
+from sfu.media_socket import ROUNDS_PER_TURN, MediaDatagramTransport, adopt
+
+pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="the MediaPoller needs epoll")
+
+RTP_LIKE = b"\x80\x60" + bytes(30)
+STUN_LIKE = b"\x00\x01" + bytes(30)
+
+
+class Recorder(asyncio.DatagramProtocol):
+    """Stands in for aioice's StunProtocol: keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.datagrams: list[tuple[bytes, tuple[Any, ...]]] = []
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.datagrams.append((data, addr))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def adopted(host: str = "127.0.0.1") -> tuple[Recorder, MediaDatagramTransport]:
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_datagram_endpoint(Recorder, local_addr=(host, 0))
+    transport = adopt(protocol)
+    assert isinstance(transport, MediaDatagramTransport)
+    assert protocol.transport is transport
+    return protocol, transport
+
+
+async def until(condition: Any, seconds: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def client(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    return sock
+
+
+async def test_the_socket_keeps_its_port_and_non_media_reaches_the_protocol_with_the_sender_address() -> None:
+    protocol, transport = await adopted()
+    port = transport.get_extra_info("sockname")[1]
+    sender = client()
+    sender.sendto(STUN_LIKE, ("127.0.0.1", port))
+    sender.sendto(RTP_LIKE, ("127.0.0.1", port))  # no media handler yet: the protocol gets it too
+    await until(lambda: len(protocol.datagrams) == 2)
+    assert protocol.datagrams == [(STUN_LIKE, sender.getsockname()), (RTP_LIKE, sender.getsockname())]
+    transport.close()
+    await protocol.lost
+    sender.close()
+
+
+async def test_ipv6_senders_are_named_as_asyncio_names_them() -> None:
+    try:
+        protocol, transport = await adopted("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    sender = client(socket.AF_INET6, "::1")
+    sender.sendto(STUN_LIKE, transport.get_extra_info("sockname")[:2])
+    await until(lambda: protocol.datagrams)
+    data, address = protocol.datagrams[0]
+    assert data == STUN_LIKE and address[:2] == sender.getsockname()[:2] and len(address) == 4
+    transport.close()
+    sender.close()
+
+
+async def test_media_goes_to_the_handler_and_only_media() -> None:
+    protocol, transport = await adopted()
+    media: list[bytes] = []
+    transport.media_handler = media.append
+    sender = client()
+    address = transport.get_extra_info("sockname")
+    for datagram in (RTP_LIKE, STUN_LIKE, b"\x16\xfe\xfd" + bytes(20), b"\xbf" + bytes(20), b"\xc0" + bytes(20)):
+        sender.sendto(datagram, address)
+    await until(lambda: len(media) + len(protocol.datagrams) == 5)
+    assert media == [RTP_LIKE, b"\xbf" + bytes(20)]  # RFC 7983: 128-191 is RTP/RTCP
+    assert [data[:1] for data, _ in protocol.datagrams] == [b"\x00", b"\x16", b"\xc0"]
+    transport.close()
+    sender.close()
+
+
+async def test_a_datagram_too_long_for_webrtc_is_dropped() -> None:
+    protocol, transport = await adopted()
+    sender = client()
+    sender.sendto(b"\x00" * media_socket.DATAGRAM_SIZE, transport.get_extra_info("sockname"))
+    sender.sendto(STUN_LIKE, transport.get_extra_info("sockname"))
+    await until(lambda: protocol.datagrams)
+    await asyncio.sleep(0.02)
+    assert protocol.datagrams == [(STUN_LIKE, sender.getsockname())]
+    transport.close()
+    sender.close()
+
+
+async def test_a_flooding_socket_cannot_hold_one_turn_and_others_are_still_read() -> None:
+    flooded, flooded_transport = await adopted()
+    quiet, quiet_transport = await adopted()
+    sender = client()
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    flooded_transport._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    poller = flooded_transport._poller
+    assert quiet_transport._poller is poller
+    # Queue everything first (loopback delivers within sendto), then run exactly one
+    # turn by hand, without letting the loop run one of its own.
+    for _ in range(3 * ROUNDS_PER_TURN):
+        sender.sendto(STUN_LIKE, flooded_transport.get_extra_info("sockname"))
+    sender.sendto(STUN_LIKE, quiet_transport.get_extra_info("sockname"))
+    assert poller.turn()
+    assert len(flooded.datagrams) <= ROUNDS_PER_TURN
+    assert len(quiet.datagrams) == 1
+    await until(lambda: len(flooded.datagrams) == 3 * ROUNDS_PER_TURN)  # the rest comes in later turns
+    flooded_transport.close()
+    quiet_transport.close()
+    sender.close()
+
+
+async def test_sends_during_a_turn_leave_at_its_end_in_order_and_others_at_once() -> None:
+    protocol, transport = await adopted()
+    receiver = client()
+    receiver.settimeout(1.0)
+    destination = receiver.getsockname()
+    transport.sendto(b"now", destination)
+    assert receiver.recv(100) == b"now"
+
+    def echo(data: bytes) -> None:
+        transport.sendto(data, destination)
+        receiver.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            receiver.recv(100)  # held back until the turn ends
+        receiver.setblocking(True)
+
+    transport.media_handler = echo
+    sender = client()
+    for index in range(5):
+        sender.sendto(bytes([0x80, index]) + bytes(10), transport.get_extra_info("sockname"))
+    received = [await asyncio.get_running_loop().run_in_executor(None, receiver.recv, 100) for _ in range(5)]
+    assert [data[1] for data in received] == [0, 1, 2, 3, 4]
+    transport.close()
+    sender.close()
+    receiver.close()
+
+
+async def test_closing_tells_the_protocol_stops_sending_and_the_last_socket_closes_the_poller() -> None:
+    loop = asyncio.get_running_loop()
+    first, first_transport = await adopted()
+    second, second_transport = await adopted()
+    poller = first_transport._poller
+    assert media_socket._pollers[loop] is poller
+    first_transport.close()
+    assert await first.lost is None
+    assert first_transport.is_closing()
+    first_transport.sendto(b"nothing", ("127.0.0.1", 9))  # ignored, no error
+    assert media_socket._pollers[loop] is poller
+    second_transport.close()
+    await second.lost
+    assert loop not in media_socket._pollers
+    assert poller._epoll.closed
+
+
+async def test_adopt_declines_what_it_cannot_take() -> None:
+    protocol, transport = await adopted()
+    assert adopt(protocol) is None  # already adopted
+    transport.close()
