@@ -1,10 +1,11 @@
 """One participant's WebRTC connection to the SFU, and the RTP fast path on it.
 
 aiortc does the negotiation (SDP, ICE, DTLS). Once SRTP keys exist, media does
-not go through aiortc's jitter buffer, decoder or sender loops: datagrams are
-taken straight from the ICE socket, decrypted, handed to their publication,
-and legs send through the subscriber's SRTP session and nominated ICE pair.
-RTCP (keyframe requests, NACK, receiver reports, REMB) is ours too.
+not go through aiortc's jitter buffer, decoder or sender loops: the ICE host
+sockets are read by the SFU's own reader (sfu/media_socket.py), datagrams are
+decrypted, handed to their publication, and legs send through the subscriber's
+SRTP session and nominated ICE pair. RTCP (keyframe requests, NACK, receiver
+reports, REMB) is ours too (sfu/rtcp.py reads what peers send).
 """
 
 from __future__ import annotations
@@ -257,7 +258,8 @@ class MediaPeer:
     # -- the fast path -----------------------------------------------------------
 
     def _hook(self, protocol: Any) -> None:
-        """Take SRTP/SRTCP datagrams off this ICE socket before aiortc sees them."""
+        """Take SRTP/SRTCP datagrams off this ICE socket before aiortc sees them: through the
+        MediaPoller's handler where the socket was adopted, else by wrapping the protocol."""
         transport = protocol.transport
         if isinstance(transport, MediaDatagramTransport):
             transport.media_handler = self._receive_media
