@@ -25,11 +25,14 @@ keeps the socket.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import select
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 
@@ -188,10 +191,14 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
         if len(data) >= DATAGRAM_SIZE:
             return  # cut short by the buffer: no WebRTC packet is this long
         handler = self.media_handler
-        if handler is not None and data and 127 < data[0] < 192:
-            handler(data)
-        elif data and not self._closing:
-            self._protocol.datagram_received(data, address)
+        try:
+            if handler is not None and data and 127 < data[0] < 192:
+                handler(data)
+            elif data and not self._closing:
+                self._protocol.datagram_received(data, address)
+        except Exception:
+            # One datagram must not stop the reader for every exam on this loop.
+            logger.exception("a datagram could not be handled")
 
     # -- asyncio.DatagramTransport -----------------------------------------------------
 

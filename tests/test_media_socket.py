@@ -100,6 +100,27 @@ async def test_media_goes_to_the_handler_and_only_media() -> None:
     sender.close()
 
 
+async def test_a_handler_that_fails_on_one_datagram_does_not_stop_the_reader(caplog: Any) -> None:
+    protocol, transport = await adopted()
+    seen: list[bytes] = []
+
+    def handler(data: bytes) -> None:
+        seen.append(data)
+        if len(seen) == 1:
+            raise ValueError("a bug in the hot path")
+
+    transport.media_handler = handler
+    sender = client()
+    for index in range(3):
+        sender.sendto(bytes([0x80, index]) + bytes(10), transport.get_extra_info("sockname"))
+    await until(lambda: len(seen) == 3)
+    assert "a datagram could not be handled" in caplog.text
+    sender.sendto(bytes([0x80, 9]) + bytes(10), transport.get_extra_info("sockname"))
+    await until(lambda: len(seen) == 4)  # later turns still run
+    transport.close()
+    sender.close()
+
+
 async def test_a_datagram_too_long_for_webrtc_is_dropped() -> None:
     protocol, transport = await adopted()
     sender = client()
