@@ -29,6 +29,7 @@ import logging
 import os
 import select
 import socket
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -196,9 +197,11 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
                 handler(data)
             elif data and not self._closing:
                 self._protocol.datagram_received(data, address)
-        except Exception:
-            # One datagram must not stop the reader for every exam on this loop.
-            logger.exception("a datagram could not be handled")
+        except Exception as error:
+            # One datagram must not stop the reader for every exam on this loop. The
+            # message may quote the datagram or an address: log only what and where.
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            logger.error("a datagram could not be handled: %s at %s:%s", type(error).__name__, frame.filename, frame.lineno)
 
     # -- asyncio.DatagramTransport -----------------------------------------------------
 
