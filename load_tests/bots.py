@@ -531,6 +531,21 @@ class _Bot:
             raise RuntimeError(f"{role} link gave role {welcome.get('role')!r}")
         return welcome
 
+    async def _connected(self, pc: RTCPeerConnection, timeout: float) -> None:
+        """Wait for the peer connection, note when it came, and watch it for disconnects."""
+        await wait_connected(pc, timeout)
+        self.connected_at = now_ns()
+        watch(pc, self.sig, self.collector, self.name)
+
+    async def stop(self) -> None:
+        """Close the peer connection (at most 5 s) and the signalling socket."""
+        if self.pc is not None:
+            try:
+                await asyncio.wait_for(self.pc.close(), 5)
+            except Exception:
+                pass
+        await self.sig.close()
+
 
 class BotStudent(_Bot):
     def __init__(self, index: int, session: aiohttp.ClientSession, ws_url: str, token: str,
@@ -599,20 +614,10 @@ class BotStudent(_Bot):
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         install_send_hook(pc, self.collector)
         enlarge_receive_buffers(pc)
-        await wait_connected(pc, timeout)
-        self.connected_at = now_ns()
-        watch(pc, sig, self.collector, self.name)
+        await self._connected(pc, timeout)
 
     def keyframe_requests(self) -> int:
         return sum(getattr(t, "keyframe_requests", 0) for t in self.tracks)
-
-    async def stop(self) -> None:
-        if self.pc is not None:
-            try:
-                await asyncio.wait_for(self.pc.close(), 5)
-            except Exception:
-                pass
-        await self.sig.close()
 
 
 # --- bot surveillant -------------------------------------------------------
@@ -673,19 +678,12 @@ class BotSurveillant(_Bot):
         self.sink.install(pc)
         self.sink.start_rtcp()
         enlarge_receive_buffers(pc)
-        await wait_connected(pc, timeout)
-        self.connected_at = now_ns()
-        watch(pc, sig, self.collector, self.name)
+        await self._connected(pc, timeout)
 
     async def stop(self) -> None:
         if self.sink is not None:
             self.sink.stop()
-        if self.pc is not None:
-            try:
-                await asyncio.wait_for(self.pc.close(), 5)
-            except Exception:
-                pass
-        await self.sig.close()
+        await super().stop()
 
 
 async def gather_limited(factories: list[Callable[[], Awaitable[Any]]], limit: int) -> list:
