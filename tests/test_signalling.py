@@ -86,25 +86,20 @@ async def test_student_resumes_their_place(server: Any) -> None:
         await again.close()
 
 
-async def test_organiser_ends_exam_for_everyone_and_links_die(server: Any) -> None:
-    async with aiohttp.ClientSession() as session:
-        created = await create_exam(session, server, cap=2)
-        organiser = await joined(session, server, created["organiser_link"])
-        desk = await joined(session, server, created["surveillant_links"][0], "S")
-        student = await joined(session, server, created["student_link"], "Kim")
-        await student.wait_for(lambda m: m["type"] == "assigned")
-        exam_id = created["exam"]["id"]
-        assert exam_id in server.app[REGISTRY].exams
-        await organiser.send({"type": "end_exam", "v": 1})
-        for client in (organiser, desk, student):
-            await client.wait_for(lambda m: m["type"] == "exam_ended")
-            await wait_closed(client)
-            assert client.closed_code == 4000
-        assert exam_id not in server.app[REGISTRY].exams
-        late = Client(session, server.url)
-        refused = await late.connect(token(created["student_link"]), name="Late")
-        assert refused["type"] == "error" and refused["code"] == "exam_ended"
-        await wait_closed(late)
+async def test_organiser_ends_exam_for_everyone_and_links_die(live_exam: dict[str, Any]) -> None:
+    server, created = live_exam["server"], live_exam["created"]
+    exam_id = created["exam"]["id"]
+    assert exam_id in server.app[REGISTRY].exams
+    await live_exam["organiser"].send({"type": "end_exam", "v": 1})
+    for client in (live_exam["organiser"], live_exam["desk"], live_exam["student"]):
+        await client.wait_for(lambda m: m["type"] == "exam_ended")
+        await wait_closed(client)
+        assert client.closed_code == 4000
+    assert exam_id not in server.app[REGISTRY].exams
+    late = Client(live_exam["session"], server.url)
+    refused = await late.connect(token(created["student_link"]), name="Late")
+    assert refused["type"] == "error" and refused["code"] == "exam_ended"
+    await wait_closed(late)
 
 
 async def test_exam_ends_at_its_end_time(server: Any) -> None:
