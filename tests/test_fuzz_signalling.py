@@ -313,6 +313,19 @@ def check_media_kept_flowing(world: World, window: float = 2.0) -> None:
         assert end_frames >= start_frames
 
 
+def record_media_peers(monkeypatch: pytest.MonkeyPatch) -> list[weakref.ref[MediaPeer]]:
+    """Make the router build MediaPeers that note themselves (weakly) in the returned list."""
+    created: list[weakref.ref[MediaPeer]] = []
+
+    class RecordedMediaPeer(MediaPeer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            created.append(weakref.ref(self))
+
+    monkeypatch.setattr(sfu.router, "MediaPeer", RecordedMediaPeer)
+    return created
+
+
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Any:
     """A started World (one per test, shared by all of its examples), checked and stopped after."""
@@ -320,14 +333,7 @@ def world(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> 
     worlds: list[World] = []
 
     def start(**config: Any) -> World:
-        created: list[weakref.ref[MediaPeer]] = []
-
-        class RecordedMediaPeer(MediaPeer):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                created.append(weakref.ref(self))
-
-        monkeypatch.setattr(sfu.router, "MediaPeer", RecordedMediaPeer)
+        created = record_media_peers(monkeypatch)
         new = World(config=config, created_peers=created)
         worlds.append(new)
         new.start()
@@ -789,14 +795,7 @@ async def test_a_student_whose_ice_never_completes_is_cleaned_up_without_slowing
     """Three students send a valid offer and never finish ICE (their side is gone at once): one
     leaves, one drops its socket (grace period), one is still there when the exam ends. Meanwhile
     a live pair keeps its media; each stuck peer is closed and collected when its owner goes."""
-    created: list[weakref.ref[MediaPeer]] = []
-
-    class RecordedMediaPeer(MediaPeer):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            created.append(weakref.ref(self))
-
-    monkeypatch.setattr(sfu.router, "MediaPeer", RecordedMediaPeer)
+    created = record_media_peers(monkeypatch)
     server = await server_factory(student_grace_seconds=0.5)
     async with aiohttp.ClientSession() as session:
         created_exam = await create_exam(session, server, cap=4)
