@@ -3,11 +3,13 @@
 Forwarding rewrites SSRC, payload type, sequence number and timestamp for the
 leg and sends the payload as it came: no decoding, no encoding. The leg keeps
 its sequence and timestamp continuous when its source changes (hand-over), and
-a video leg starts only at a keyframe.
+a video leg starts only at a keyframe. Once started, a native lane (sfu/lane.py)
+does the same work for the plain next packet; this is the reference it follows.
 """
 
 from __future__ import annotations
 
+import struct
 from time import time
 from typing import TYPE_CHECKING, Protocol
 
@@ -16,9 +18,13 @@ from .rtp_header import extension_block, vp8_keyframe_start
 
 if TYPE_CHECKING:
     from .publication import Publication
+    from .srtp import FastSrtp
 
 HISTORY_SIZE = 256
 """Packets kept per leg for retransmission on NACK (a power of two)."""
+
+_ELEMENT = struct.Struct("!I")
+"""A one-byte extension element header and a 24-bit value, written as one 32-bit word."""
 
 VIDEO_GAP_TICKS = 3000
 AUDIO_GAP_TICKS = 960
@@ -27,7 +33,17 @@ AUDIO_GAP_TICKS = 960
 class PacketSink(Protocol):
     """Where a leg's packets go: the subscriber's SRTP session and ICE pair."""
 
-    def send_rtp(self, packet: bytes) -> None: ...
+    def send_rtp(self, header: bytearray, payload: memoryview) -> bytes | None:
+        """Protect `header` + `payload` as one RTP packet and send it; return it as sent (None if not sent)."""
+        ...
+
+    def resend_rtp(self, packet: bytes) -> None:
+        """Send again a packet that `send_rtp` returned."""
+        ...
+
+    def outbound_srtp(self) -> FastSrtp | None:
+        """The SRTP session `send_rtp` protects with, for a native lane (None if not keyed yet)."""
+        ...
 
 
 class Leg:
@@ -61,29 +77,31 @@ class Leg:
         elements: list[tuple[int, bytes]] = []
         if mid is not None and mid_id is not None:
             elements.append((mid_id, mid.encode()))
-        self._abs_send_time_id = abs_send_time_id if kind == "video" else None
-        if self._abs_send_time_id is not None:
-            # Everything up to the abs-send-time value is fixed; the value is written per packet.
-            full = extension_block(elements + [(self._abs_send_time_id, b"\x00\x00\x00")])
-            fixed = 4 + sum(1 + len(value) for _, value in elements) + 1
-            self._extension_prefix = full[:fixed]
-            self._extension_padding = full[fixed + 3 :]
-        else:
-            self._extension_prefix = extension_block(elements) if elements else b""
-            self._extension_padding = b""
-        self._first_byte = 0x90 if self._extension_prefix else 0x80  # version 2, X bit if extensions
+        self._abs_send_time_at: int | None = None
+        if kind == "video" and abs_send_time_id is not None:
+            # The abs-send-time element goes last; its value is written per packet.
+            self._abs_send_time_at = 12 + 4 + sum(1 + len(value) for _, value in elements)
+            self._abs_send_time_element = (abs_send_time_id << 4 | 2) << 24
+            elements.append((abs_send_time_id, b"\x00\x00\x00"))
+        extensions = extension_block(elements) if elements else b""
+        # The header and extensions of every packet of this leg, rewritten in place per packet.
+        self._header = bytearray(_HEADER.size) + extensions
+        self._first_byte = 0x90 if extensions else 0x80  # version 2, X bit if extensions
 
     def attach(self, source: Publication | None) -> None:
         """Feed this leg from `source` (or nothing); the old source lets go of it."""
         if source is self.source:
             return
         old = self.source
-        if old is not None and old.leg is self:
-            old.leg = None
+        if old is not None:
+            old.lane = None  # a lane copies the route: it must not outlive it
+            if old.leg is self:
+                old.leg = None
         if source is not None:
             if source.leg is not None and source.leg is not self:
                 source.leg.attach(None)
             source.leg = self
+            source.lane = None
         self.source = source
         self.started = False
         if self.packets_sent:
@@ -105,18 +123,17 @@ class Leg:
             self._timestamp_offset = (self._next_timestamp - timestamp) & 0xFFFFFFFF
         sequence = (sequence + self._sequence_offset) & 0xFFFF
         timestamp = (timestamp + self._timestamp_offset) & 0xFFFFFFFF
-        header = _HEADER.pack(self._first_byte, marker | self.payload_type, sequence, timestamp, self.ssrc)
-        if self._abs_send_time_id is not None:
-            # abs-send-time: 6.18 fixed-point seconds, 24 bits.
-            now = (int(time() * 262144) & 0xFFFFFF).to_bytes(3, "big")
-            out = b"".join((header, self._extension_prefix, now, self._extension_padding, memoryview(packet)[start:end]))
-        else:
-            out = b"".join((header, self._extension_prefix, memoryview(packet)[start:end]))
-        self._history[sequence % HISTORY_SIZE] = out
+        header = self._header
+        _HEADER.pack_into(header, 0, self._first_byte, marker | self.payload_type, sequence, timestamp, self.ssrc)
+        if self._abs_send_time_at is not None:
+            # abs-send-time: 6.18 fixed-point seconds, 24 bits, after its one-byte element header.
+            _ELEMENT.pack_into(header, self._abs_send_time_at, self._abs_send_time_element | (int(time() * 262144) & 0xFFFFFF))
         self._last_sequence = sequence
         self._last_timestamp = timestamp
         self.packets_sent += 1
-        self.sink.send_rtp(out)
+        # Kept as sent, protected: a retransmission is the same SRTP packet again, which the
+        # subscriber accepts because it never received the original.
+        self._history[sequence % HISTORY_SIZE] = self.sink.send_rtp(header, memoryview(packet)[start:end])
 
     def retransmit(self, sequences: list[int]) -> None:
         """Send again what the subscriber reported lost (NACK), if still in the history."""
@@ -124,7 +141,7 @@ class Leg:
             packet = self._history[sequence % HISTORY_SIZE]
             if packet is not None and int.from_bytes(packet[2:4], "big") == sequence:
                 self.retransmitted += 1
-                self.sink.send_rtp(packet)
+                self.sink.resend_rtp(packet)
 
     def last_sent(self) -> tuple[int, int]:
         """(packets sent, last RTP timestamp), for sender reports."""

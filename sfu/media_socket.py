@@ -8,8 +8,9 @@ more, so that packets gather, then reads them in rounds: one datagram from each
 ready socket, ask the epoll again, until nothing is left (or a round limit).
 No read ever fails with EAGAIN, and a socket with a burst (a keyframe) is
 emptied in the same turn. Media (first byte 128-191: RTP and RTCP, RFC 7983)
-goes to the socket's media handler; anything else (STUN, DTLS) goes to the ICE
-protocol as before.
+goes to the socket's media handler, in the poller's one DatagramBuffer where
+SRTP decrypts it in place (valid until the next read); anything else (STUN,
+DTLS) goes to the ICE protocol as before, as bytes with the sender's address.
 
 Measured here: one `recvfrom` costs about 2 µs, a `recvmmsg` holding one
 datagram about 2.5 µs plus its bookkeeping, and at 40 students most sockets
@@ -33,6 +34,8 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .srtp import DatagramBuffer
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,7 +54,7 @@ ROUNDS_PER_TURN = 64
 DATAGRAM_SIZE = 2048
 """Room per datagram; WebRTC keeps packets below ~1,300 bytes, longer ones are dropped."""
 
-MediaHandler = Callable[[bytes], None]
+MediaHandler = Callable[[DatagramBuffer, int], None]
 
 
 class MediaPoller:
@@ -71,6 +74,7 @@ class MediaPoller:
         self._timer: asyncio.TimerHandle | None = None
         self.draining = False
         self.sending: list[MediaDatagramTransport] = []
+        self.buffer = DatagramBuffer(DATAGRAM_SIZE)
         self._loop.add_reader(self._epoll.fileno(), self._on_ready)
 
     def register(self, transport: MediaDatagramTransport) -> None:
@@ -182,21 +186,22 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
 
     def read_one(self) -> None:
         """Read one datagram and deliver it (called by the poller when the socket is ready)."""
+        buffer = self._poller.buffer
         try:
-            data, address = self._sock.recvfrom(DATAGRAM_SIZE)
+            size, address = self._sock.recvfrom_into(buffer.writable)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:
             self._protocol.error_received(error)
             return
-        if len(data) >= DATAGRAM_SIZE:
+        if size >= DATAGRAM_SIZE or not size:
             return  # cut short by the buffer: no WebRTC packet is this long
         handler = self.media_handler
         try:
-            if handler is not None and data and 127 < data[0] < 192:
-                handler(data)
-            elif data and not self._closing:
-                self._protocol.datagram_received(data, address)
+            if handler is not None and 127 < buffer.memory[0] < 192:
+                handler(buffer, size)
+            elif not self._closing:
+                self._protocol.datagram_received(bytes(buffer.memory[:size]), address)
         except Exception as error:
             # One datagram must not stop the reader for every exam on this loop. The
             # message may quote the datagram or an address: log only what and where.

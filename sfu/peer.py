@@ -3,8 +3,9 @@
 aiortc does the negotiation (SDP, ICE, DTLS). Once SRTP keys exist, media does
 not go through aiortc's jitter buffer, decoder or sender loops: the ICE host
 sockets are read by the SFU's own reader (sfu/media_socket.py), datagrams are
-decrypted, handed to their publication, and legs send through the subscriber's
-SRTP session and nominated ICE pair. RTCP (keyframe requests, NACK, receiver
+decrypted where they landed, handed to their publication, and legs send through
+the subscriber's SRTP session and nominated ICE pair. Once a route is steady, a
+native lane (sfu/lane.py) does all of that per packet in one call. RTCP (keyframe requests, NACK, receiver
 reports, REMB) is ours too (sfu/rtcp.py reads what peers send).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,12 +34,14 @@ from aiortc.sdp import SessionDescription
 from . import rtcp
 from .config import IceServer
 from .forward import Leg
-from .media_socket import MediaDatagramTransport, adopt
+from .lane import open_lane
+from .media_socket import DATAGRAM_SIZE, MediaDatagramTransport, adopt
 from .publication import Publication
 from .rtp_header import extension_value
-from .srtp import FastSrtp, SrtpError
+from .srtp import DatagramBuffer, FastSrtp, SrtpError
 
 logger = logging.getLogger(__name__)
+_SSRC = struct.Struct("!I")
 
 CODEC_BY_KIND = {"video": "video/VP8", "audio": "audio/opus"}
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -265,16 +269,18 @@ class MediaPeer:
             transport.media_handler = self._receive_media
             return
         original = protocol.datagram_received
+        buffer = DatagramBuffer(DATAGRAM_SIZE)
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            if data and 127 < data[0] < 192:
-                self._receive_media(data)
+            if data and 127 < data[0] < 192 and len(data) < len(buffer.memory):
+                buffer.memory[: len(data)] = data
+                self._receive_media(buffer, len(data))
             else:
                 original(data, addr)
 
         protocol.datagram_received = datagram_received
 
-    def _receive_media(self, data: bytes) -> None:
+    def _receive_media(self, datagram: DatagramBuffer, size: int) -> None:
         """One datagram whose first byte says RTP or RTCP (RFC 7983), still protected (the hot path)."""
         rx = self._rx
         if rx is None:
@@ -282,25 +288,39 @@ class MediaPeer:
                 return  # before DTLS has made the keys: nothing to decrypt it with
             self._srtp_ready()
             rx = self._rx
-        if rx is None or len(data) <= 12:
+        if rx is None or size <= 12:
             return
-        if 191 < data[1] < 224:
-            self._receive_rtcp(rx, data)
+        memory = datagram.memory
+        if 191 < memory[1] < 224:
+            self._receive_rtcp(rx, bytes(memory[:size]))
             return
         # Route by the SSRC in clear text first: packets nobody asked for are not even decrypted.
-        publication = self._by_ssrc.get(int.from_bytes(data[8:12], "big"))
+        publication = self._by_ssrc.get(_SSRC.unpack_from(memory, 8)[0])
         if publication is None and not self._unrouted_mids:
             return
-        try:
-            packet = rx.unprotect(data)
-        except SrtpError:
-            return
-        self.packets_received += 1
-        if publication is None:
-            publication = self._route_by_mid(packet)
-            if publication is None:
+        lane = publication.lane if publication is not None else None
+        if lane is not None:
+            result = lane.forward(datagram.writable, size)
+            if result is None:
                 return
-        publication.receive(packet)
+            self.packets_received += 1
+            if result.__class__ is bytes:
+                lane.sink.resend_rtp(result)
+                return
+            size = result  # decrypted, but not the plain next packet: the Python path takes it
+        else:
+            try:
+                size = rx.unprotect_in_place(datagram, size)
+            except SrtpError:
+                return
+            self.packets_received += 1
+            if publication is None:
+                publication = self._route_by_mid(bytes(memory[:size]))
+                if publication is None:
+                    return
+        publication.receive(memory[:size])
+        if publication.lane is None and publication.leg is not None and publication.leg.started:
+            publication.lane = open_lane(publication, rx)
 
     def _srtp_ready(self) -> None:
         self._rx = FastSrtp(self._dtls._rx_srtp)
@@ -318,11 +338,29 @@ class MediaPeer:
             self._learn(int.from_bytes(packet[8:12], "big"), publication)
         return publication
 
-    def send_rtp(self, packet: bytes) -> None:
-        """Protect and send one RTP packet on the nominated ICE pair (drops it if not connected)."""
+    def send_rtp(self, header: bytearray, payload: memoryview) -> bytes | None:
+        """Protect `header` + `payload` as one RTP packet and send it on the nominated ICE pair.
+
+        Returns the packet as sent, for retransmission; None if it could not be (not connected).
+        """
         tx = self._tx
+        if tx is None:
+            return None
+        try:
+            packet = tx.protect_joined(header, payload)
+        except SrtpError:
+            return None
+        self.resend_rtp(packet)
+        return packet
+
+    def outbound_srtp(self) -> FastSrtp | None:
+        """The SRTP session this peer's legs protect with (None until DTLS has made the keys)."""
+        return self._tx
+
+    def resend_rtp(self, packet: bytes) -> None:
+        """Send an already protected RTP packet on the nominated ICE pair (dropped if not connected)."""
         connection = self._connection
-        if tx is None or connection is None:
+        if connection is None:
             return
         pair = connection._nominated.get(1)
         if pair is not self._pair:
@@ -334,7 +372,7 @@ class MediaPeer:
         transport = pair.protocol.transport
         if transport is None or transport.is_closing():
             return
-        transport.sendto(tx.protect(packet), self._pair_address)
+        transport.sendto(packet, self._pair_address)
 
     # -- RTCP ------------------------------------------------------------------------
 

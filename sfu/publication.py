@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from time import monotonic
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .keyframes import KeyframeLimiter
 from .rtp_header import FIXED_HEADER as _FIXED_HEADER
@@ -40,9 +40,13 @@ class Publication:
         self.stats = TrackStats()
         self.keyframes = KeyframeLimiter()
         self._request_keyframe = request_keyframe
+        self.lane: Any = None
+        """The native lane forwarding this track's steady state (sfu/lane.py), if one is open."""
 
-    def receive(self, packet: bytes) -> None:
+    def receive(self, packet: bytes | memoryview) -> None:
         """Handle one decrypted RTP packet of this track: count it and forward it (the hot path).
+
+        `packet` may be a view of the reader's buffer: nothing here keeps it past the call.
 
         The header is read inline rather than through `rtp_header.parse`: this runs for
         every packet, and each Python operation here is measurable at 5,000 packets a second.

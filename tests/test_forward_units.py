@@ -27,11 +27,21 @@ def rtp(sequence: int, timestamp: int, payload: bytes, marker: bool = False, pay
 
 
 class Sink:
+    """Sends in the clear: what a leg hands to its sink, as the subscriber would decrypt it."""
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    def send_rtp(self, packet: bytes) -> None:
+    def send_rtp(self, header: bytearray, payload: memoryview) -> bytes:
+        packet = bytes(header) + bytes(payload)
         self.sent.append(packet)
+        return packet
+
+    def resend_rtp(self, packet: bytes) -> None:
+        self.sent.append(packet)
+
+    def outbound_srtp(self) -> None:
+        return None
 
 
 class Publisher:

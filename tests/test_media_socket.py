@@ -10,11 +10,21 @@ import pytest
 
 from sfu import media_socket
 from sfu.media_socket import ROUNDS_PER_TURN, MediaDatagramTransport, adopt
+from sfu.srtp import DatagramBuffer
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="the MediaPoller needs epoll")
 
 RTP_LIKE = b"\x80\x60" + bytes(30)
 STUN_LIKE = b"\x00\x01" + bytes(30)
+
+
+def copies_into(received: list[bytes]) -> Any:
+    """A media handler that keeps a copy of each datagram (the reader's buffer is reused)."""
+
+    def handler(datagram: DatagramBuffer, size: int) -> None:
+        received.append(bytes(datagram.memory[:size]))
+
+    return handler
 
 
 class Recorder(asyncio.DatagramProtocol):
@@ -88,7 +98,7 @@ async def test_ipv6_senders_are_named_as_asyncio_names_them() -> None:
 async def test_media_goes_to_the_handler_and_only_media() -> None:
     protocol, transport = await adopted()
     media: list[bytes] = []
-    transport.media_handler = media.append
+    transport.media_handler = copies_into(media)
     sender = client()
     address = transport.get_extra_info("sockname")
     for datagram in (RTP_LIKE, STUN_LIKE, b"\x16\xfe\xfd" + bytes(20), b"\xbf" + bytes(20), b"\xc0" + bytes(20)):
@@ -104,8 +114,8 @@ async def test_a_handler_that_fails_on_one_datagram_does_not_stop_the_reader(cap
     protocol, transport = await adopted()
     seen: list[bytes] = []
 
-    def handler(data: bytes) -> None:
-        seen.append(data)
+    def handler(datagram: DatagramBuffer, size: int) -> None:
+        seen.append(bytes(datagram.memory[:size]))
         if len(seen) == 1:
             raise ValueError("a bug in the hot path, from 192.0.2.77")
 
@@ -164,8 +174,8 @@ async def test_sends_during_a_turn_leave_at_its_end_in_order_and_others_at_once(
     transport.sendto(b"now", destination)
     assert receiver.recv(100) == b"now"
 
-    def echo(data: bytes) -> None:
-        transport.sendto(data, destination)
+    def echo(datagram: DatagramBuffer, size: int) -> None:
+        transport.sendto(bytes(datagram.memory[:size]), destination)
         receiver.setblocking(False)
         with pytest.raises(BlockingIOError):
             receiver.recv(100)  # held back until the turn ends

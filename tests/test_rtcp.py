@@ -116,7 +116,7 @@ def test_the_peer_acts_on_pli_fir_and_nack_and_remembers_sender_reports() -> Non
 
     sent: list[bytes] = []
     peer = MediaPeer("p-test", surveillant_layout(1), ice_servers=())
-    peer.send_rtp = sent.append  # type: ignore[method-assign]
+    peer.resend_rtp = sent.append  # type: ignore[method-assign]
     leg = Leg(peer, "video", 0x1111, 96, None, None, None)
     source = Source()
     leg.source = source  # type: ignore[assignment]

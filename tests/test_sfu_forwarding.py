@@ -70,6 +70,14 @@ async def test_student_media_reaches_surveillant_and_decodes(media_server: Any) 
         await wait_until(lambda: tiles["microphone"].frames >= 20, 10)
         assert tiles["webcam"].last_frame.width == 320
         assert tiles["screen"].last_frame.width == 640
+        # The path under test is the one that forwarded: lanes are open only where enabled.
+        import sfu.lane
+        from sfu.app import REGISTRY
+
+        exam = server.app[REGISTRY].exams[created["exam"]["id"]]
+        student_peer = next(p for p in exam.media.peers.values() if "webcam" in p.publications)
+        lanes = [p.lane is not None for p in student_peer.publications.values() if p.leg is not None]
+        assert lanes and all(lane == sfu.lane.ENABLED for lane in lanes)
         # Nothing of the other slot: only this student's media arrived.
         assert all(track.frames == 0 for track in watcher.received[1 - slot].values())
         assert server.codec_calls == {}, "the server decoded or encoded media"
@@ -156,13 +164,21 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-@pytest.fixture
-async def media_server(server: Any) -> Any:
-    """The real application, counting every packet the server hands to aiortc's decode or encode path."""
+@pytest.fixture(params=["native lanes", "python path"])
+async def media_server(server: Any, request: Any, monkeypatch: Any) -> Any:
+    """The real application, counting every packet the server hands to aiortc's decode or encode path.
+
+    Every test runs twice: with the native lanes (sfu/_lane.c) forwarding the steady state,
+    and with every packet on the Python path, the reference the lanes must match.
+    """
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
     from aiortc.rtcrtpsender import RTCRtpSender
 
+    import sfu.lane
     from sfu.app import REGISTRY
+
+    if request.param == "python path":
+        monkeypatch.setattr(sfu.lane, "ENABLED", False)
 
     calls: dict[str, int] = {}
     registry = server.app[REGISTRY]

@@ -1,0 +1,67 @@
+"""Lanes: the steady state of a route forwarded by native code (sfu/_lane.c).
+
+Once a publication's leg has started (it waits in Python for a keyframe), the
+peer opens a lane for it. The lane decrypts, counts, rewrites and encrypts each
+packet in one call, reading and writing the same TrackStats and Leg the Python
+path uses; any packet that is not the plain next one in sequence goes back to
+the Python path (sfu/publication.py, sfu/forward.py), which stays the reference.
+
+Where the extension was not built (no compiler) or INVIGIL_NATIVE_LANES=0, no
+lane opens and everything takes the Python path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .srtp import PROTECT_ADDRESS, UNPROTECT_ADDRESS, FastSrtp
+
+try:
+    from ._lane import Lane
+except ImportError:  # built without a C compiler: the Python path does all the work
+    Lane = None
+
+if TYPE_CHECKING:
+    from .publication import Publication
+
+ENABLED = (
+    Lane is not None
+    and PROTECT_ADDRESS is not None
+    and UNPROTECT_ADDRESS is not None
+    and os.environ.get("INVIGIL_NATIVE_LANES", "1") != "0"
+)
+"""Whether lanes open at all: the extension is built, libsrtp is the version it was written
+for, and INVIGIL_NATIVE_LANES is not 0."""
+
+
+def open_lane(publication: Publication, rx: FastSrtp) -> Any:
+    """A lane for `publication`'s started leg, decrypting with `rx`; None if there can be none yet."""
+    leg = publication.leg
+    if not ENABLED or leg is None or not leg.started:
+        return None
+    tx = leg.sink.outbound_srtp()
+    if tx is None:
+        return None
+    abs_send_time_at = leg._abs_send_time_at
+    return Lane(
+        rx=rx,
+        rx_session=rx.address,
+        tx=tx,
+        tx_session=tx.address,
+        unprotect=UNPROTECT_ADDRESS,
+        protect=PROTECT_ADDRESS,
+        stats=publication.stats,
+        leg=leg,
+        history=leg._history,
+        sink=leg.sink,
+        payload_type_in=publication.payload_type,
+        payload_type_out=leg.payload_type,
+        reads_audio_level=publication.audio_level_id is not None,
+        first_byte=leg._first_byte,
+        ssrc=leg.ssrc,
+        sequence_offset=leg._sequence_offset,
+        timestamp_offset=leg._timestamp_offset,
+        header=bytes(leg._header),
+        abs_send_time_at=-1 if abs_send_time_at is None else abs_send_time_at,
+    )
