@@ -254,9 +254,14 @@ forward_decrypted(Lane *self, const unsigned char *p, int length)
         set_integer(self->stats, str_expected_sequence, (sequence + 1) & 0xFFFF) < 0)
         return NULL;
 
-    /* What Leg.send writes. */
+    /* What Leg.send writes; first the attributes, whose new ints may run the garbage
+     * collector, then the shared out buffer, which nothing may touch until libsrtp has it. */
     uint32_t out_sequence = (sequence + self->sequence_offset) & 0xFFFF;
     uint32_t out_timestamp = timestamp + self->timestamp_offset;
+    if (set_integer(self->leg, str_last_sequence, out_sequence) < 0 ||
+        set_integer(self->leg, str_last_timestamp, out_timestamp) < 0 ||
+        add_integer(self->leg, str_packets_sent, 1) < 0)
+        return NULL;
     memcpy(out, self->header, self->header_size);
     out[0] = (unsigned char)self->first_byte;
     out[1] = (unsigned char)((second & 0x80) | self->payload_type_out);
@@ -279,10 +284,6 @@ forward_decrypted(Lane *self, const unsigned char *p, int length)
     }
     memcpy(out + self->header_size, p + start, end - start);
     int out_length = (int)(self->header_size + (end - start));
-    if (set_integer(self->leg, str_last_sequence, out_sequence) < 0 ||
-        set_integer(self->leg, str_last_timestamp, out_timestamp) < 0 ||
-        add_integer(self->leg, str_packets_sent, 1) < 0)
-        return NULL;
     PyObject *packet = Py_None;
     if (self->protect(self->tx_session, out, &out_length) == 0) {
         packet = PyBytes_FromStringAndSize((const char *)out, out_length);

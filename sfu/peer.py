@@ -300,7 +300,11 @@ class MediaPeer:
             return
         lane = publication.lane if publication is not None else None
         if lane is not None:
-            result = lane.forward(datagram.writable, size)
+            try:
+                result = lane.forward(datagram.writable, size)
+            except Exception:
+                publication.lane = None  # the Python path takes over rather than fail on every packet
+                raise
             if result is None:
                 return
             self.packets_received += 1

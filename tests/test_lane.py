@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pylibsrtp
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -241,3 +242,35 @@ def test_a_hand_over_closes_the_lane_and_the_sequence_stays_continuous() -> None
     subscriber = _session(KEY_OUT, inbound=True)
     sequences = [struct.unpack_from("!H", subscriber.unprotect(packet), 2)[0] for packet in wire.sent]
     assert sequences == list(range(1, 11))
+
+
+def test_a_lane_that_fails_closes_and_the_python_path_takes_over() -> None:
+    with lanes(True):
+        student = MediaPeer("student", student_layout(), ice_servers=())
+        surveillant = MediaPeer("surveillant", surveillant_layout(1), ice_servers=())
+        _connected(student, KEY_IN, os.urandom(44))
+        wire = _connected(surveillant, os.urandom(44), KEY_OUT)
+        publication = Publication("microphone", "audio", 111, None, student.send_pli)
+        student._learn(SSRC_IN, publication)
+        leg = Leg(surveillant, "audio", SSRC_OUT, 111, None, None, None)
+        leg.attach(publication)
+        sender = _session(KEY_IN, inbound=False)
+        buffer = DatagramBuffer(2048)
+
+        def send(sequence: int) -> None:
+            datagram = sender.protect(struct.pack("!BBHII", 0x80, 111, sequence, sequence * 960, SSRC_IN) + b"opus")
+            buffer.memory[: len(datagram)] = datagram
+            student._receive_media(buffer, len(datagram))
+
+        send(1)
+        send(2)
+        assert publication.lane is not None
+        leg.packets_sent = "not a number"  # a bug somewhere else, as the lane would meet it
+        with pytest.raises(TypeError):
+            send(3)
+        assert publication.lane is None
+        leg.packets_sent = 3
+        send(4)  # the Python path forwards, and a new lane opens
+        assert publication.lane is not None
+        send(5)
+    assert len(wire.sent) == 4 and leg.packets_sent == 5
