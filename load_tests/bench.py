@@ -31,6 +31,8 @@ import aiohttp
 import numpy as np
 import psutil
 
+from sfu import lane as native_lanes
+
 from .bots import (
     BotStudent,
     BotSurveillant,
@@ -215,6 +217,8 @@ async def run_bench(args: argparse.Namespace) -> dict:
         "warmup_seconds": args.warmup,
         "grace_seconds": args.grace,
         "server_command": " ".join(server.cmd),
+        # The server inherits this environment and install: lanes open there iff here.
+        "native_lanes": native_lanes.ENABLED,
         "media_profile": library.describe(),
         "machine": {
             "cpu_count": psutil.cpu_count(),
@@ -811,7 +815,8 @@ def summary_lines(r: dict) -> list[str]:
         v = r.get(key)
         return "n/a" if v is None else fmt.format(v)
     return [
-        f"mode {r['mode']}: {r.get('students_connected', 0)}/{r['students']} students "
+        f"mode {r['mode']}{' (native lanes)' if r.get('native_lanes') else ''}: "
+        f"{r.get('students_connected', 0)}/{r['students']} students "
         f"({r.get('students_eligible', 0)} placed), {r.get('surveillants_connected', 0)}/"
         f"{r['surveillants']} surveillants, cap {r.get('cap')}, window {f('window_seconds')} s",
         f"SFU cpu {f('sfu_cpu_seconds', '{:.2f}')} s ({f('sfu_cpu_percent')}% of a core, "

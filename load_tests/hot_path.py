@@ -8,7 +8,8 @@ negotiates with Chromium), puts each on a real UDP socket adopted by the
 MediaPoller, then sends SRTP packets from plain sockets in the mix and at the
 sizes the bench's bots send (webcam, screen, microphone) and times each poller
 turn with the thread's CPU clock: reading, decrypting, forwarding, encrypting
-and sending, system calls included. What it leaves out (the event loop's
+and sending, system calls included (the native lanes included, unless
+INVIGIL_NATIVE_LANES=0). What it leaves out (the event loop's
 wake-ups, RTCP, STUN, signalling) is what the full bench (`load_tests.bench`)
 adds on top; the difference between the two is the cost of everything else.
 """
@@ -119,16 +120,18 @@ async def run(students: int, surveillants: int, packets: int) -> dict[str, float
             watcher.legs[f"{source}{slot}"].attach(publication)
             senders.append([rate, outbound, sender, transport.get_extra_info("sockname"), publication.ssrc, kind, size, 0])
 
-    # The packets in the order the bots' mix sends them, weighted by each track's rate.
-    schedule = []
+    # The packets in the order the bots' mix sends them, weighted by each track's rate. One
+    # second of the mix repeats exactly, so it is worked out once.
     total_rate = sum(rate for rate, *_ in senders)
+    second = []
     credit = [0.0] * len(senders)
-    for _ in range(packets):
+    for _ in range(min(packets, total_rate)):
         for index, track in enumerate(senders):
             credit[index] += track[0] / total_rate
         index = max(range(len(senders)), key=credit.__getitem__)
         credit[index] -= 1
-        schedule.append(index)
+        second.append(index)
+    schedule = (second * -(-packets // len(second)))[:packets]
 
     poller = watchers[0][0]._connection._nominated[1].protocol.transport._poller
     forwarded_before = sum(leg.packets_sent for peer, _ in watchers for leg in peer.legs.values())
