@@ -47,7 +47,8 @@ class _Protocol(asyncio.DatagramProtocol):
         self.transport = transport
 
 
-def _session(key: bytes, inbound: bool) -> pylibsrtp.Session:
+def srtp_session(key: bytes, inbound: bool) -> pylibsrtp.Session:
+    """A libsrtp session with `key` (AES-256-GCM) for any SSRC, receiving or sending."""
     policy = pylibsrtp.Policy(
         key=key,
         ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
@@ -68,8 +69,8 @@ async def _adopted_socket() -> MediaDatagramTransport:
 
 def _connect(peer: MediaPeer, transport: MediaDatagramTransport, remote: tuple[str, int], key: bytes) -> None:
     """Give a peer what DTLS and ICE would have: SRTP sessions and a nominated pair."""
-    peer._rx = FastSrtp(_session(key, inbound=True))
-    peer._tx = FastSrtp(_session(key, inbound=False))
+    peer._rx = FastSrtp(srtp_session(key, inbound=True))
+    peer._tx = FastSrtp(srtp_session(key, inbound=False))
     pair = SimpleNamespace(protocol=transport.get_protocol(), remote_addr=remote)
     peer._connection = SimpleNamespace(_nominated={1: pair})
     transport.media_handler = peer._receive_media
@@ -108,7 +109,7 @@ async def run(students: int, surveillants: int, packets: int) -> dict[str, float
         transport = await _adopted_socket()
         key = os.urandom(KEY_SIZE)
         _connect(peer, transport, ("127.0.0.1", 9), key)
-        outbound = FastSrtp(_session(key, inbound=False))
+        outbound = FastSrtp(srtp_session(key, inbound=False))
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sender.bind(("127.0.0.1", 0))
         watcher, _ = watchers[index % surveillants]

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from load_tests.hot_path import srtp_session as _session  # AES-256-GCM, as aiortc negotiates with Chromium
 import sfu.lane
 import sfu.srtp
 from sfu.forward import Leg
@@ -30,23 +31,12 @@ from sfu.publication import Publication
 from sfu.rtp_header import extension_block
 from sfu.srtp import DatagramBuffer, FastSrtp
 
-PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM  # what aiortc negotiates with Chromium
 KEY_IN = os.urandom(44)
 KEY_OUT = os.urandom(44)
 SSRC_IN = 0x11223344
 SSRC_OUT = 0x55667788
 PAYLOAD_TYPE = {"video": 96, "audio": 111}
 MID_ID, AUDIO_LEVEL_ID, ABS_SEND_TIME_ID = 1, 2, 3
-
-
-def _session(key: bytes, inbound: bool) -> pylibsrtp.Session:
-    policy = pylibsrtp.Policy(
-        key=key,
-        ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
-        srtp_profile=PROFILE,
-    )
-    policy.allow_repeat_tx = True
-    return pylibsrtp.Session(policy=policy)
 
 
 class Wire:
@@ -209,68 +199,63 @@ def test_in_order_packets_go_the_native_way_after_the_first() -> None:
         assert native["python_path"] == (1 if kind == "video" else 1 + 300 // 5), kind
 
 
+class AudioRoute:
+    """A student's audio publications (one SSRC each) and a surveillant's audio leg fed by the first."""
+
+    def __init__(self, sources: int) -> None:
+        self.student = MediaPeer("student", student_layout(), ice_servers=())
+        surveillant = MediaPeer("surveillant", surveillant_layout(1), ice_servers=())
+        _connected(self.student, KEY_IN, os.urandom(44))
+        self.wire = _connected(surveillant, os.urandom(44), KEY_OUT)
+        self.publications = [Publication(f"track{i}", "audio", 111, None, self.student.send_pli) for i in range(sources)]
+        for index, publication in enumerate(self.publications):
+            self.student._learn(SSRC_IN + index, publication)
+        self.leg = Leg(surveillant, "audio", SSRC_OUT, 111, None, None, None)
+        self.leg.attach(self.publications[0])
+        self._sender = _session(KEY_IN, inbound=False)
+        self._buffer = DatagramBuffer(2048)
+
+    def send(self, sequence: int, source: int = 0) -> None:
+        """One Opus packet of publication `source`, protected, through the student's receive path."""
+        packet = struct.pack("!BBHII", 0x80, 111, sequence, sequence * 960, SSRC_IN + source) + b"opus"
+        datagram = self._sender.protect(packet)
+        self._buffer.memory[: len(datagram)] = datagram
+        self.student._receive_media(self._buffer, len(datagram))
+
+    def delivered_sequences(self) -> list[int]:
+        subscriber = _session(KEY_OUT, inbound=True)
+        return [struct.unpack_from("!H", subscriber.unprotect(packet), 2)[0] for packet in self.wire.sent]
+
+
 def test_a_hand_over_closes_the_lane_and_the_sequence_stays_continuous() -> None:
     with lanes(True):
-        student = MediaPeer("student", student_layout(), ice_servers=())
-        surveillant = MediaPeer("surveillant", surveillant_layout(1), ice_servers=())
-        _connected(student, KEY_IN, os.urandom(44))
-        wire = _connected(surveillant, os.urandom(44), KEY_OUT)
-        first = Publication("webcam", "audio", 111, None, student.send_pli)
-        second = Publication("screen", "audio", 111, None, student.send_pli)
-        student._learn(SSRC_IN, first)
-        student._learn(SSRC_IN + 1, second)
-        leg = Leg(surveillant, "audio", SSRC_OUT, 111, None, None, None)
-        leg.attach(first)
-        sender = _session(KEY_IN, inbound=False)
-        buffer = DatagramBuffer(2048)
-
-        def send(ssrc: int, sequence: int) -> None:
-            packet = struct.pack("!BBHII", 0x80, 111, sequence, sequence * 960, ssrc) + b"opus"
-            datagram = sender.protect(packet)
-            buffer.memory[: len(datagram)] = datagram
-            student._receive_media(buffer, len(datagram))
-
+        route = AudioRoute(sources=2)
+        first, second = route.publications
         for sequence in range(1, 6):
-            send(SSRC_IN, sequence)
+            route.send(sequence)
         assert first.lane is not None
-        leg.attach(second)
+        route.leg.attach(second)
         assert first.lane is None and second.lane is None
         for sequence in range(500, 505):
-            send(SSRC_IN + 1, sequence)
-            send(SSRC_IN, sequence + 10)  # the old source is no longer forwarded
+            route.send(sequence, source=1)
+            route.send(sequence + 10)  # the old source is no longer forwarded
         assert second.lane is not None
-    subscriber = _session(KEY_OUT, inbound=True)
-    sequences = [struct.unpack_from("!H", subscriber.unprotect(packet), 2)[0] for packet in wire.sent]
-    assert sequences == list(range(1, 11))
+    assert route.delivered_sequences() == list(range(1, 11))
 
 
 def test_a_lane_that_fails_closes_and_the_python_path_takes_over() -> None:
     with lanes(True):
-        student = MediaPeer("student", student_layout(), ice_servers=())
-        surveillant = MediaPeer("surveillant", surveillant_layout(1), ice_servers=())
-        _connected(student, KEY_IN, os.urandom(44))
-        wire = _connected(surveillant, os.urandom(44), KEY_OUT)
-        publication = Publication("microphone", "audio", 111, None, student.send_pli)
-        student._learn(SSRC_IN, publication)
-        leg = Leg(surveillant, "audio", SSRC_OUT, 111, None, None, None)
-        leg.attach(publication)
-        sender = _session(KEY_IN, inbound=False)
-        buffer = DatagramBuffer(2048)
-
-        def send(sequence: int) -> None:
-            datagram = sender.protect(struct.pack("!BBHII", 0x80, 111, sequence, sequence * 960, SSRC_IN) + b"opus")
-            buffer.memory[: len(datagram)] = datagram
-            student._receive_media(buffer, len(datagram))
-
-        send(1)
-        send(2)
+        route = AudioRoute(sources=1)
+        (publication,) = route.publications
+        route.send(1)
+        route.send(2)
         assert publication.lane is not None
-        leg.packets_sent = "not a number"  # a bug somewhere else, as the lane would meet it
+        route.leg.packets_sent = "not a number"  # a bug somewhere else, as the lane would meet it
         with pytest.raises(TypeError):
-            send(3)
+            route.send(3)
         assert publication.lane is None
-        leg.packets_sent = 3
-        send(4)  # the Python path forwards, and a new lane opens
+        route.leg.packets_sent = 3
+        route.send(4)  # the Python path forwards, and a new lane opens
         assert publication.lane is not None
-        send(5)
-    assert len(wire.sent) == 4 and leg.packets_sent == 5
+        route.send(5)
+    assert route.delivered_sequences() == [1, 2, 4, 5] and route.leg.packets_sent == 5
