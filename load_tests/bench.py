@@ -217,8 +217,9 @@ async def run_bench(args: argparse.Namespace) -> dict:
         "warmup_seconds": args.warmup,
         "grace_seconds": args.grace,
         "server_command": " ".join(server.cmd),
-        # The server inherits this environment and install: lanes open there iff here.
-        "native_lanes": native_lanes.ENABLED,
+        # The server inherits this environment and install: lanes open there iff here,
+        # and only for forwarding (transcode mode goes through aiortc's own path).
+        "native_lanes": native_lanes.ENABLED and args.mode == "forward",
         "media_profile": library.describe(),
         "machine": {
             "cpu_count": psutil.cpu_count(),
