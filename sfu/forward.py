@@ -13,6 +13,7 @@ import struct
 from time import time
 from typing import TYPE_CHECKING, Protocol
 
+from .lane import LegCounters
 from .rtp_header import HEADER as _HEADER
 from .rtp_header import extension_block, vp8_keyframe_start
 
@@ -46,8 +47,11 @@ class PacketSink(Protocol):
         ...
 
 
-class Leg:
-    """One outgoing track: its own SSRC, payload type and extension ids; its source may change."""
+class Leg(LegCounters):
+    """One outgoing track: its own SSRC, payload type and extension ids; its source may change.
+
+    packets_sent, _last_sequence and _last_timestamp live in LegCounters, where a native
+    lane writes them too."""
 
     def __init__(
         self,

@@ -18,9 +18,19 @@ from typing import TYPE_CHECKING, Any
 from .srtp import PROTECT_ADDRESS, UNPROTECT_ADDRESS, FastSrtp
 
 try:
-    from ._lane import Lane
+    from ._lane import Lane, LegCounters, TrackCounters
 except ImportError:  # built without a C compiler: the Python path does all the work
     Lane = None
+
+    class TrackCounters:  # type: ignore[no-redef]
+        """A track's per-packet counters (C fields when the extension is built)."""
+
+        __slots__ = ("packets", "bytes", "frames", "lost", "last_packet", "expected_sequence", "audio_level")
+
+    class LegCounters:  # type: ignore[no-redef]
+        """A leg's per-packet counters (C fields when the extension is built)."""
+
+        __slots__ = ("packets_sent", "_last_sequence", "_last_timestamp")
 
 if TYPE_CHECKING:
     from .publication import Publication

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .lane import TrackCounters
 
-class TrackStats:
-    """Counters of one incoming track (counted inline by `Publication.receive`, the hot path);
-    `snapshot()` turns them into rates since the last call."""
 
-    __slots__ = ("packets", "bytes", "frames", "lost", "last_packet", "audio_level", "expected_sequence",
-                 "_last_snapshot", "_last_bytes", "_last_frames")
+class TrackStats(TrackCounters):
+    """Counters of one incoming track (counted per packet by `Publication.receive` or its
+    native lane); `snapshot()` turns them into rates since the last call."""
+
+    __slots__ = ("_last_snapshot", "_last_bytes", "_last_frames")
 
     def __init__(self) -> None:
         self.packets = 0
