@@ -2,9 +2,11 @@
 
 Once a publication's leg has started (it waits in Python for a keyframe), the
 peer opens a lane for it. The lane decrypts, counts, rewrites and encrypts each
-packet in one call, reading and writing the same TrackStats and Leg the Python
-path uses; any packet that is not the plain next one in sequence goes back to
-the Python path (sfu/publication.py, sfu/forward.py), which stays the reference.
+packet in one call. The counters it updates are the TrackStats' and the Leg's own
+(their bases, TrackCounters and LegCounters, are C fields when the extension is
+built), so the Python path and every reader see one copy. Any packet that is not
+the plain next one in sequence goes back to the Python path (sfu/publication.py,
+sfu/forward.py), which stays the reference.
 
 Where the extension was not built (no compiler) or INVIGIL_NATIVE_LANES=0, no
 lane opens and everything takes the Python path.

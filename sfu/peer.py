@@ -5,8 +5,9 @@ not go through aiortc's jitter buffer, decoder or sender loops: the ICE host
 sockets are read by the SFU's own reader (sfu/media_socket.py), datagrams are
 decrypted where they landed, handed to their publication, and legs send through
 the subscriber's SRTP session and nominated ICE pair. Once a route is steady, a
-native lane (sfu/lane.py) does all of that per packet in one call. RTCP (keyframe requests, NACK, receiver
-reports, REMB) is ours too (sfu/rtcp.py reads what peers send).
+native lane (sfu/lane.py) does all of that per packet in one call. RTCP
+(keyframe requests, NACK, receiver reports, REMB) is ours too (sfu/rtcp.py
+reads what peers send).
 """
 
 from __future__ import annotations

@@ -118,6 +118,5 @@ class FastSrtp:
         return self._buffer[0 : length[0]]
 
     protect = _operation(lib.srtp_protect, TRAILER_ROOM, "SRTP-protect one RTP packet.")
-    unprotect = _operation(lib.srtp_unprotect, 0, "Check and decrypt one SRTP packet.")
     protect_rtcp = _operation(lib.srtp_protect_rtcp, TRAILER_ROOM, "SRTCP-protect one compound RTCP packet.")
     unprotect_rtcp = _operation(lib.srtp_unprotect_rtcp, 0, "Check and decrypt one SRTCP packet.")
