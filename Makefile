@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 
-$(VENV)/.installed: pyproject.toml setup.py sfu/_lane.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py sfu/_lane.c sfu/_reader.c sfu/_lane.h | $(BIN)/python
 	$(BIN)/pip install -e '.[test,bench]'
 	touch $@
 

@@ -15,8 +15,7 @@
  * length libsrtp returned; tests/test_lane.py checks this file against the
  * Python path on random packets.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_lane.h"
 #include "structmember.h"
 
 #include <limits.h>
@@ -27,10 +26,6 @@
 #define HISTORY_SIZE 256 /* sfu.forward.HISTORY_SIZE */
 #define OUT_SIZE 1500    /* sfu.srtp.BUFFER_SIZE */
 #define TRAILER_ROOM 30  /* sfu.srtp.TRAILER_ROOM */
-#define HEADER_ROOM 64
-
-/* libsrtp 2's srtp_protect and srtp_unprotect, as pylibsrtp links them. */
-typedef int (*srtp_call)(void *session, void *packet, int *length);
 
 /* Built per packet and handed to libsrtp; the GIL is held throughout, so one serves all. */
 static unsigned char out[OUT_SIZE];
@@ -143,29 +138,6 @@ static PyTypeObject LegCountersType = {
     .tp_members = LegCounters_members,
 };
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *rx;      /* the FastSrtp objects keep their libsrtp sessions alive */
-    PyObject *tx;
-    PyObject *stats;   /* the publication's TrackStats */
-    PyObject *leg;     /* the Leg */
-    PyObject *history; /* the Leg's retransmission history, a list of HISTORY_SIZE */
-    PyObject *sink;    /* where the caller sends what `forward` returns */
-    void *rx_session;
-    void *tx_session;
-    srtp_call unprotect;
-    srtp_call protect;
-    int payload_type_in;
-    int payload_type_out;
-    int reads_audio_level;
-    int first_byte;
-    uint32_t ssrc;
-    uint32_t sequence_offset;
-    uint32_t timestamp_offset;
-    Py_ssize_t abs_send_time_at; /* where the abs-send-time element starts, or -1 */
-    Py_ssize_t header_size;
-    unsigned char header[HEADER_ROOM];
-} Lane;
 
 static int
 Lane_traverse(Lane *self, visitproc visit, void *arg)
@@ -176,6 +148,7 @@ Lane_traverse(Lane *self, visitproc visit, void *arg)
     Py_VISIT(self->leg);
     Py_VISIT(self->history);
     Py_VISIT(self->sink);
+    Py_VISIT(self->destination);
     return 0;
 }
 
@@ -188,6 +161,7 @@ Lane_clear(Lane *self)
     Py_CLEAR(self->leg);
     Py_CLEAR(self->history);
     Py_CLEAR(self->sink);
+    Py_CLEAR(self->destination);
     return 0;
 }
 
@@ -211,18 +185,19 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwargs)
     static char *names[] = {
         "rx", "rx_session", "tx", "tx_session", "unprotect", "protect", "stats", "leg", "history", "sink",
         "payload_type_in", "payload_type_out", "reads_audio_level", "first_byte", "ssrc",
-        "sequence_offset", "timestamp_offset", "header", "abs_send_time_at", NULL};
+        "sequence_offset", "timestamp_offset", "header", "abs_send_time_at", "destination", NULL};
     PyObject *rx, *rx_session, *tx, *tx_session, *unprotect, *protect, *stats, *leg, *history, *sink;
+    PyObject *destination = Py_None;
     int payload_type_in, payload_type_out, reads_audio_level, first_byte;
     unsigned long ssrc, sequence_offset, timestamp_offset;
     Py_buffer header;
     Py_ssize_t abs_send_time_at;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OOOOOOOOO!Oiipikkky*n", names, &rx, &rx_session, &tx, &tx_session, &unprotect,
+            args, kwargs, "OOOOOOOOO!Oiipikkky*n|O", names, &rx, &rx_session, &tx, &tx_session, &unprotect,
             &protect, &stats, &leg, &PyList_Type, &history, &sink, &payload_type_in, &payload_type_out,
             &reads_audio_level, &first_byte, &ssrc, &sequence_offset, &timestamp_offset, &header,
-            &abs_send_time_at))
+            &abs_send_time_at, &destination))
         return -1;
     if (!PyObject_TypeCheck(stats, &TrackCountersType) || !PyObject_TypeCheck(leg, &LegCountersType)) {
         PyBuffer_Release(&header);
@@ -258,6 +233,7 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->leg, Py_NewRef(leg));
     Py_XSETREF(self->history, Py_NewRef(history));
     Py_XSETREF(self->sink, Py_NewRef(sink));
+    Py_XSETREF(self->destination, destination == Py_None ? NULL : Py_NewRef(destination));
     self->payload_type_in = payload_type_in;
     self->payload_type_out = payload_type_out;
     self->reads_audio_level = reads_audio_level;
@@ -370,6 +346,17 @@ PyDoc_STRVAR(Lane_forward_doc,
 "(bytes, already protected for the leg and kept in its history), None if there is\n"
 "nothing to send, or the decrypted length (int) if the Python path must take it.");
 
+PyObject *
+lane_forward_buffer(Lane *self, unsigned char *buffer, Py_ssize_t capacity, Py_ssize_t size)
+{
+    int length = (int)size;
+    if (size < 12 || size > capacity || size > INT_MAX)
+        Py_RETURN_NONE;
+    if (self->unprotect(self->rx_session, buffer, &length) != 0 || length < 0 || length > size)
+        Py_RETURN_NONE; /* not authentic, a replay, or malformed: dropped like FastSrtp does */
+    return forward_decrypted(self, buffer, length);
+}
+
 static PyObject *
 Lane_forward(Lane *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -383,15 +370,7 @@ Lane_forward(Lane *self, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
         return NULL;
-    PyObject *result;
-    int length = (int)size;
-    if (size < 12 || size > view.len || size > INT_MAX) {
-        result = Py_NewRef(Py_None);
-    } else if (self->unprotect(self->rx_session, view.buf, &length) != 0 || length < 0 || length > size) {
-        result = Py_NewRef(Py_None); /* not authentic, a replay, or malformed: dropped like FastSrtp does */
-    } else {
-        result = forward_decrypted(self, (const unsigned char *)view.buf, length);
-    }
+    PyObject *result = lane_forward_buffer(self, view.buf, view.len, size);
     PyBuffer_Release(&view);
     return result;
 }
@@ -407,7 +386,7 @@ static PyMemberDef Lane_members[] = {
     {NULL},
 };
 
-static PyTypeObject LaneType = {
+PyTypeObject LaneType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "sfu._lane.Lane",
     .tp_doc = PyDoc_STR("One publication's packets to its leg, in the steady state (see sfu/lane.py)."),
@@ -422,6 +401,46 @@ static PyTypeObject LaneType = {
     .tp_members = Lane_members,
 };
 
+static int
+LaneSlot_traverse(LaneSlot *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->lane);
+    return 0;
+}
+
+static int
+LaneSlot_clear(LaneSlot *self)
+{
+    Py_CLEAR(self->lane);
+    return 0;
+}
+
+static void
+LaneSlot_dealloc(LaneSlot *self)
+{
+    PyObject_GC_UnTrack(self);
+    LaneSlot_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef LaneSlot_members[] = {
+    {"lane", T_OBJECT, offsetof(LaneSlot, lane), 0, "The native lane forwarding this track's steady state, or None."},
+    {NULL},
+};
+
+PyTypeObject LaneSlotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sfu._lane.LaneSlot",
+    .tp_doc = PyDoc_STR("Holds a track's lane where the reader finds it without a lookup (Publication's base)."),
+    .tp_basicsize = sizeof(LaneSlot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)LaneSlot_dealloc,
+    .tp_traverse = (traverseproc)LaneSlot_traverse,
+    .tp_clear = (inquiry)LaneSlot_clear,
+    .tp_members = LaneSlot_members,
+};
+
 static struct PyModuleDef lane_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sfu._lane",
@@ -434,14 +453,15 @@ PyInit__lane(void)
 {
     if (PyType_Ready(&TrackCountersType) < 0 || PyType_Ready(&LegCountersType) < 0)
         return NULL;
-    if (PyType_Ready(&LaneType) < 0)
+    if (PyType_Ready(&LaneType) < 0 || PyType_Ready(&LaneSlotType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&lane_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "Lane", (PyObject *)&LaneType) < 0 ||
         PyModule_AddObjectRef(module, "TrackCounters", (PyObject *)&TrackCountersType) < 0 ||
-        PyModule_AddObjectRef(module, "LegCounters", (PyObject *)&LegCountersType) < 0) {
+        PyModule_AddObjectRef(module, "LegCounters", (PyObject *)&LegCountersType) < 0 ||
+        PyModule_AddObjectRef(module, "LaneSlot", (PyObject *)&LaneSlotType) < 0 || reader_add_types(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

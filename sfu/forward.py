@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from time import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .lane import LegCounters
 from .rtp_header import HEADER as _HEADER
@@ -44,6 +44,11 @@ class PacketSink(Protocol):
 
     def outbound_srtp(self) -> FastSrtp | None:
         """The SRTP session `send_rtp` protects with, for a native lane (None if not keyed yet)."""
+        ...
+
+    @property
+    def destination(self) -> Any:
+        """Where the reader in C sends a lane's packets directly (sfu._lane.Destination), or None."""
         ...
 
 

@@ -8,6 +8,12 @@ built), so the Python path and every reader see one copy. Any packet that is not
 the plain next one in sequence goes back to the Python path (sfu/publication.py,
 sfu/forward.py), which stays the reference.
 
+The reader in C (sfu/_reader.c, driven by sfu/media_socket.py) finds a packet's
+lane through its peer's Inbox (SSRC to Publication, whose LaneSlot holds the lane)
+and sends what the lane returns through the subscriber's Destination, so that the
+steady state never enters Python. The lane's `forward` method does the same one
+step for Python callers (PythonReader, sockets aioice kept).
+
 Where the extension was not built (no compiler) or INVIGIL_NATIVE_LANES=0, no
 lane opens and everything takes the Python path.
 """
@@ -20,9 +26,37 @@ from typing import TYPE_CHECKING, Any
 from .srtp import PROTECT_ADDRESS, UNPROTECT_ADDRESS, FastSrtp
 
 try:
-    from ._lane import Lane, LegCounters, TrackCounters
+    from ._lane import Destination, Inbox, Lane, LaneSlot, LegCounters, TrackCounters
 except ImportError:  # built without a C compiler: the Python path does all the work
     Lane = None
+
+    class LaneSlot:  # type: ignore[no-redef]
+        """Holds a track's lane (a C field when the extension is built)."""
+
+        __slots__ = ("lane",)
+
+    class Inbox:  # type: ignore[no-redef]
+        """A peer's tracks by SSRC, for the reader in C; without it, only the count is kept."""
+
+        __slots__ = ("packets_received",)
+
+        def __init__(self, python_path: Any) -> None:
+            self.packets_received = 0
+
+        def route(self, ssrc: int, track: Any) -> None:
+            """Nothing reads routes here: PythonReader hands every datagram to the peer."""
+
+        def forget(self) -> None:
+            """Nothing to let go of."""
+
+    class Destination:  # type: ignore[no-redef]
+        """Where the reader in C sends a subscriber's packets; without it, nothing is kept."""
+
+        def point(self, nominated: Any, pair: Any, socket: Any, address: Any) -> None:
+            """Nothing sends directly here: every packet goes through the sink."""
+
+        def forget(self) -> None:
+            """Nothing to forget."""
 
     class TrackCounters:  # type: ignore[no-redef]
         """A track's per-packet counters (C fields when the extension is built)."""
@@ -67,6 +101,7 @@ def open_lane(publication: Publication, rx: FastSrtp) -> Any:
         leg=leg,
         history=leg._history,
         sink=leg.sink,
+        destination=leg.sink.destination,
         payload_type_in=publication.payload_type,
         payload_type_out=leg.payload_type,
         reads_audio_level=publication.audio_level_id is not None,

@@ -36,6 +36,12 @@ from typing import Any
 
 from .srtp import DatagramBuffer
 
+try:
+    from ._lane import MediaSocket
+    from ._lane import Reader as NativeReader
+except ImportError:  # built without a C compiler: PythonReader reads
+    NativeReader = None
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,7 +60,169 @@ ROUNDS_PER_TURN = 64
 DATAGRAM_SIZE = 2048
 """Room per datagram; WebRTC keeps packets below ~1,300 bytes, longer ones are dropped."""
 
+MAX_QUEUED = 4096
+"""Datagrams held back per socket during one turn; more are dropped (sfu/_reader.c's MAX_QUEUED)."""
+
 MediaHandler = Callable[[DatagramBuffer, int], None]
+
+NATIVE = NativeReader is not None and os.environ.get("INVIGIL_NATIVE_LANES", "1") != "0"
+"""Whether new pollers use the reader in C (sfu/_reader.c), which also runs the lanes;
+else PythonReader, the reference. INVIGIL_NATIVE_LANES=0 turns both off."""
+
+
+def _log_failure(error: BaseException) -> None:
+    """One datagram failed: log only what and where, since the message may quote the datagram or an address."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "native code"
+    logger.error("a datagram could not be handled: %s at %s", type(error).__name__, where)
+
+
+class PythonSocket:
+    """One socket of a PythonReader: the reference for sfu._lane.MediaSocket."""
+
+    def __init__(self, reader: PythonReader, fileno: int, family: int, transport: MediaDatagramTransport) -> None:
+        self.fileno = fileno
+        self.family = family
+        self.closed = False
+        self.inbox: Any = None  # only the reader in C forwards through a peer's lanes
+        self.sends_dropped = 0
+        self.transport: MediaDatagramTransport | None = transport
+        self._reader = reader
+        self._sock = transport._sock
+        self._outgoing: list[tuple[Any, Any]] = []
+
+    def read_one(self, buffer: DatagramBuffer) -> None:
+        """Read one datagram into `buffer` and hand it to the transport."""
+        try:
+            size, address = self._sock.recvfrom_into(buffer.writable)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            if self.transport is not None:
+                self.transport._socket_error(error.errno)
+            return
+        if size >= len(buffer.memory) or not size or self.transport is None:
+            return  # cut short by the buffer: no WebRTC packet is this long
+        self.transport._received(size, address)
+
+    def sendto(self, data: Any, address: Any) -> None:
+        """Send one datagram now, or at the end of the turn if one is being read."""
+        if self.closed:
+            return
+        if self._reader.draining:
+            if len(self._outgoing) >= MAX_QUEUED:
+                self.sends_dropped += 1
+                return
+            if not self._outgoing:
+                self._reader.pending.append(self)
+            self._outgoing.append((data, address))
+            return
+        try:
+            self._sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            self.sends_dropped += 1
+
+    def flush(self) -> None:
+        """Send what was held back during the turn, in order."""
+        outgoing, self._outgoing = self._outgoing, []
+        sendto = self._sock.sendto
+        for index, (data, address) in enumerate(outgoing):
+            if self.closed:
+                return
+            try:
+                sendto(data, address)
+            except (BlockingIOError, InterruptedError):
+                self.sends_dropped += len(outgoing) - index  # the kernel's buffer is full: real-time, so drop
+                return
+            except OSError as error:
+                if self.transport is not None:
+                    self.transport._socket_error(error.errno)
+
+    def close(self) -> None:
+        """Send nothing more."""
+        self.closed = True
+        self._outgoing = []
+        self.transport = None
+
+
+class PythonReader:
+    """The sockets of one event loop behind one epoll, read in turns: the reference for
+    sfu._lane.Reader, and what runs where the extension is not built."""
+
+    def __init__(self, buffer: DatagramBuffer, rounds: int, on_error: Callable[[BaseException], None]) -> None:
+        self._epoll = select.epoll()
+        self._sockets: dict[int, PythonSocket] = {}
+        self._buffer = buffer
+        self._rounds = rounds
+        self._on_error = on_error
+        self.draining = False
+        self.pending: list[PythonSocket] = []
+
+    @property
+    def closed(self) -> bool:
+        """Whether the epoll is closed."""
+        return self._epoll.closed
+
+    def fileno(self) -> int:
+        """The epoll's file descriptor, for the event loop to watch."""
+        return self._epoll.fileno()
+
+    def register(self, fileno: int, family: int, transport: MediaDatagramTransport) -> PythonSocket:
+        """Read the socket `fileno` in every turn."""
+        socket_ = self._sockets[fileno] = PythonSocket(self, fileno, family, transport)
+        self._epoll.register(fileno, select.EPOLLIN)
+        return socket_
+
+    def unregister(self, socket_: PythonSocket) -> None:
+        """Stop reading a socket; it sends nothing more."""
+        if self._sockets.get(socket_.fileno) is socket_:
+            del self._sockets[socket_.fileno]
+            try:
+                self._epoll.unregister(socket_.fileno)
+            except OSError:
+                pass
+        socket_.close()
+
+    def close(self) -> None:
+        """Close the epoll and let go of every socket."""
+        for socket_ in self._sockets.values():
+            socket_.close()
+        self._sockets.clear()
+        self._epoll.close()
+
+    def turn(self) -> bool:
+        """Read every ready socket in rounds, then send what was held back meanwhile.
+
+        Returns False if no socket was ready.
+        """
+        if self._epoll.closed or self.draining:
+            return False
+        poll = self._epoll.poll
+        ready = poll(0)
+        if not ready:
+            return False
+        sockets = self._sockets
+        self.draining = True
+        try:
+            for _ in range(self._rounds):
+                for fileno, _events in ready:
+                    socket_ = sockets.get(fileno)
+                    if socket_ is not None:
+                        try:
+                            socket_.read_one(self._buffer)
+                        except Exception as error:
+                            self._on_error(error)
+                if self._epoll.closed:
+                    break
+                ready = poll(0)
+                if not ready:
+                    break
+        finally:
+            self.draining = False
+            pending, self.pending = self.pending, []
+            for socket_ in pending:
+                socket_.flush()
+        return True
 
 
 class MediaPoller:
@@ -63,33 +231,32 @@ class MediaPoller:
     Idle, the loop watches the private epoll. Once something arrives the poller
     switches to reading every READ_INTERVAL, for as long as each turn finds data,
     so that under load the loop's own epoll is never touched again. Packets sent
-    while a turn is read go out together at its end, one burst per socket.
+    while a turn is read go out together at its end, one burst per socket. The
+    reading itself is the reader's: in C where the extension is built, else PythonReader.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._epoll = select.epoll()
         self._transports: dict[int, MediaDatagramTransport] = {}
         self._watching = True
         self._timer: asyncio.TimerHandle | None = None
-        self.draining = False
-        self.sending: list[MediaDatagramTransport] = []
         self.buffer = DatagramBuffer(DATAGRAM_SIZE)
-        self._loop.add_reader(self._epoll.fileno(), self._on_ready)
+        reader_type: Any = NativeReader if NATIVE else PythonReader
+        self.reader = reader_type(self.buffer, ROUNDS_PER_TURN, _log_failure)
+        self._loop.add_reader(self.reader.fileno(), self._on_ready)
 
-    def register(self, transport: MediaDatagramTransport) -> None:
-        """Start reading `transport`'s socket."""
+    def register(self, transport: MediaDatagramTransport) -> Any:
+        """Start reading `transport`'s socket; returns the reader's socket, which sends for it."""
+        sock = transport._sock
+        reader_socket = self.reader.register(sock.fileno(), sock.family, transport)
         self._transports[transport.fileno] = transport
-        self._epoll.register(transport.fileno, select.EPOLLIN)
+        return reader_socket
 
     def unregister(self, transport: MediaDatagramTransport) -> None:
         """Stop reading `transport`'s socket; the last one closes the poller."""
         if self._transports.pop(transport.fileno, None) is None:
             return
-        try:
-            self._epoll.unregister(transport.fileno)
-        except OSError:
-            pass
+        self.reader.unregister(transport.reader_socket)
         if not self._transports:
             self.close()
 
@@ -97,61 +264,39 @@ class MediaPoller:
         """Stop watching and release the epoll."""
         if _pollers.get(self._loop) is self:
             del _pollers[self._loop]
-        if self._epoll.closed:
+        if self.reader.closed:
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._watching and not self._loop.is_closed():
-            self._loop.remove_reader(self._epoll.fileno())
+            self._loop.remove_reader(self.reader.fileno())
         self._watching = False
-        self._epoll.close()
+        self.reader.close()
 
     def _on_ready(self) -> None:
         # Stop watching, so the loop neither spins on the ready epoll nor wakes per packet.
-        self._loop.remove_reader(self._epoll.fileno())
+        self._loop.remove_reader(self.reader.fileno())
         self._watching = False
         self._timer = self._loop.call_later(READ_INTERVAL, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._epoll.closed:
+        if self.reader.closed:
             return
         if self.turn():
-            if not self._epoll.closed:
+            if not self.reader.closed:
                 self._timer = self._loop.call_later(READ_INTERVAL, self._on_timer)
-        elif not self._epoll.closed:
+        elif not self.reader.closed:
             self._watching = True
-            self._loop.add_reader(self._epoll.fileno(), self._on_ready)
+            self._loop.add_reader(self.reader.fileno(), self._on_ready)
 
     def turn(self) -> bool:
         """Read every ready socket in rounds, then send what was held back meanwhile.
 
         Returns False if no socket was ready.
         """
-        poll = self._epoll.poll
-        ready = poll(0)
-        if not ready:
-            return False
-        transports = self._transports
-        self.draining = True
-        try:
-            for _ in range(ROUNDS_PER_TURN):
-                for fileno, _events in ready:
-                    transport = transports.get(fileno)
-                    if transport is not None:
-                        transport.read_one()
-                if self._epoll.closed:
-                    break
-                ready = poll(0)
-                if not ready:
-                    break
-        finally:
-            self.draining = False
-            sending, self.sending = self.sending, []
-            for transport in sending:
-                transport.flush()
-        return True
+        return self.reader.turn()
 
 
 _pollers: dict[asyncio.AbstractEventLoop, MediaPoller] = {}
@@ -165,7 +310,7 @@ def _poller_for(loop: asyncio.AbstractEventLoop) -> MediaPoller:
 
 
 class MediaDatagramTransport(asyncio.DatagramTransport):
-    """A UDP socket read by the loop's MediaPoller; sends go straight to the socket.
+    """A UDP socket read by the loop's MediaPoller; sends go through the poller's reader.
 
     A send the kernel cannot take at once (EAGAIN) is dropped, not queued: this is
     real-time media, and a late packet is worth less than the memory it would hold.
@@ -179,23 +324,32 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
         self._closing = False
         self.fileno = sock.fileno()
         self.media_handler: MediaHandler | None = None
-        self.sends_dropped = 0
-        self._outgoing: list[tuple[Any, Any]] = []
+        self.reader_socket = poller.register(self)
 
-    # -- reading -----------------------------------------------------------------
+    @property
+    def native_socket(self) -> Any:
+        """The reader's socket if it is the one in C (sfu._lane.MediaSocket), which lanes send on; else None."""
+        return self.reader_socket if NativeReader is not None and isinstance(self.reader_socket, MediaSocket) else None
 
-    def read_one(self) -> None:
-        """Read one datagram and deliver it (called by the poller when the socket is ready)."""
+    @property
+    def inbox(self) -> Any:
+        """The Inbox of the peer this socket serves, where the reader in C finds its lanes."""
+        return self.reader_socket.inbox
+
+    @inbox.setter
+    def inbox(self, inbox: Any) -> None:
+        self.reader_socket.inbox = inbox
+
+    @property
+    def sends_dropped(self) -> int:
+        """Datagrams dropped because the socket's buffer (or a turn's queue) was full."""
+        return self.reader_socket.sends_dropped
+
+    # -- called by the reader ------------------------------------------------------
+
+    def _received(self, size: int, address: Any) -> None:
+        """A datagram no lane took, in the poller's buffer: media to the handler, the rest to the protocol."""
         buffer = self._poller.buffer
-        try:
-            size, address = self._sock.recvfrom_into(buffer.writable)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            self._protocol.error_received(error)
-            return
-        if size >= DATAGRAM_SIZE or not size:
-            return  # cut short by the buffer: no WebRTC packet is this long
         handler = self.media_handler
         try:
             if handler is not None and 127 < buffer.memory[0] < 192:
@@ -203,10 +357,13 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
             elif not self._closing:
                 self._protocol.datagram_received(bytes(buffer.memory[:size]), address)
         except Exception as error:
-            # One datagram must not stop the reader for every exam on this loop. The
-            # message may quote the datagram or an address: log only what and where.
-            frame = traceback.extract_tb(error.__traceback__)[-1]
-            logger.error("a datagram could not be handled: %s at %s:%s", type(error).__name__, frame.filename, frame.lineno)
+            # One datagram must not stop the reader for every exam on this loop.
+            _log_failure(error)
+
+    def _socket_error(self, number: int) -> None:
+        """The socket failed to receive or send (not EAGAIN): the protocol hears of it."""
+        if not self._closing:
+            self._protocol.error_received(OSError(number, os.strerror(number)))
 
     # -- asyncio.DatagramTransport -----------------------------------------------------
 
@@ -217,28 +374,21 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
         """
         if self._closing:
             return
-        if self._poller.draining:
-            if not self._outgoing:
-                self._poller.sending.append(self)
-            self._outgoing.append((data, addr))
-            return
-        self._send_all(((data, addr),))
+        try:
+            self.reader_socket.sendto(data, addr)
+        except ValueError:
+            # Not an address the reader in C can hold (a scoped IPv6 name): send it now.
+            self._send_now(data, addr)
+        except OSError as error:
+            self._protocol.error_received(error)
 
-    def flush(self) -> None:
-        """Send what was held back during the poller's turn."""
-        outgoing, self._outgoing = self._outgoing, []
-        if not self._closing:
-            self._send_all(outgoing)
-
-    def _send_all(self, datagrams: Iterable[tuple[Any, Any]]) -> None:
-        sendto = self._sock.sendto
-        for data, addr in datagrams:
-            try:
-                sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                self.sends_dropped += 1
-            except OSError as error:
-                self._protocol.error_received(error)
+    def _send_now(self, data: Any, addr: Any) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as error:
+            self._protocol.error_received(error)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """`socket` and `sockname` as asyncio's own transports give them."""
@@ -292,6 +442,5 @@ def adopt(protocol: Any) -> MediaDatagramTransport | None:
     old.set_protocol(asyncio.DatagramProtocol())
     old.close()
     transport = MediaDatagramTransport(_poller_for(asyncio.get_running_loop()), sock, protocol)
-    transport._poller.register(transport)
     protocol.connection_made(transport)
     return transport

@@ -35,7 +35,7 @@ from aiortc.sdp import SessionDescription
 from . import rtcp
 from .config import IceServer
 from .forward import Leg
-from .lane import open_lane
+from .lane import Destination, Inbox, open_lane
 from .media_socket import DATAGRAM_SIZE, MediaDatagramTransport, adopt
 from .publication import Publication
 from .rtp_header import extension_value
@@ -164,7 +164,9 @@ class MediaPeer:
         self.publications: dict[str, Publication] = {}
         self.legs: dict[str, Leg] = {}
         self.transceivers: dict[str, Any] = {}
-        self.packets_received = 0
+        self._inbox = Inbox(self._continue_in_python)
+        self.destination = Destination()
+        """Where the reader in C sends lanes' packets for this peer, while its ICE pair holds."""
         self.rtcp_ssrc = random.getrandbits(32)
         self._by_ssrc: dict[int, Publication] = {}
         self._legs_by_ssrc: dict[int, Leg] = {}
@@ -259,6 +261,12 @@ class MediaPeer:
     def _learn(self, ssrc: int, publication: Publication) -> None:
         publication.ssrc = ssrc
         self._by_ssrc[ssrc] = publication
+        self._inbox.route(ssrc, publication)
+
+    @property
+    def packets_received(self) -> int:
+        """Authentic RTP packets received from this peer, whichever path took them."""
+        return self._inbox.packets_received
 
     # -- the fast path -----------------------------------------------------------
 
@@ -268,6 +276,7 @@ class MediaPeer:
         transport = protocol.transport
         if isinstance(transport, MediaDatagramTransport):
             transport.media_handler = self._receive_media
+            transport.inbox = self._inbox  # where the reader in C finds this peer's lanes
             return
         original = protocol.datagram_received
         buffer = DatagramBuffer(DATAGRAM_SIZE)
@@ -308,7 +317,7 @@ class MediaPeer:
                 raise
             if result is None:
                 return
-            self.packets_received += 1
+            self._inbox.packets_received += 1
             if result.__class__ is bytes:
                 lane.sink.resend_rtp(result)
                 return
@@ -318,13 +327,19 @@ class MediaPeer:
                 size = rx.unprotect_in_place(datagram, size)
             except SrtpError:
                 return
-            self.packets_received += 1
+            self._inbox.packets_received += 1
             if publication is None:
                 publication = self._route_by_mid(bytes(memory[:size]))
                 if publication is None:
                     return
-        publication.receive(memory[:size])
-        if publication.lane is None and publication.leg is not None and publication.leg.started:
+        self._continue_in_python(publication, datagram, size)
+
+    def _continue_in_python(self, publication: Publication, datagram: DatagramBuffer, size: int) -> None:
+        """A decrypted RTP packet in `datagram` that no lane forwarded: count and forward it in
+        Python, and open a lane once the route is steady (also called by the reader in C)."""
+        publication.receive(datagram.memory[:size])
+        rx = self._rx
+        if publication.lane is None and publication.leg is not None and publication.leg.started and rx is not None:
             publication.lane = open_lane(publication, rx)
 
     def _srtp_ready(self) -> None:
@@ -374,10 +389,23 @@ class MediaPeer:
                 return
             self._pair = pair
             self._pair_address = pair.remote_addr
+            self._point_destination(connection, pair)
         transport = pair.protocol.transport
         if transport is None or transport.is_closing():
             return
         transport.sendto(packet, self._pair_address)
+
+    def _point_destination(self, connection: Any, pair: Any) -> None:
+        """Let lanes send to `pair` without asking again, where the reader in C owns its socket."""
+        transport = pair.protocol.transport
+        socket = transport.native_socket if isinstance(transport, MediaDatagramTransport) else None
+        if socket is None:
+            self.destination.forget()
+            return
+        try:
+            self.destination.point(connection._nominated, pair, socket, self._pair_address)
+        except ValueError:
+            self.destination.forget()  # an address it cannot hold: every packet asks resend_rtp
 
     # -- RTCP ------------------------------------------------------------------------
 
@@ -489,6 +517,8 @@ class MediaPeer:
             if publication.leg is not None:
                 publication.leg.attach(None)
         self._rx = self._tx = None
+        self.destination.forget()
+        self._inbox.forget()
         self._connection = None
         self._dtls = None
         await self.pc.close()

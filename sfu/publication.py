@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from time import monotonic
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .keyframes import KeyframeLimiter
+from .lane import LaneSlot
 from .rtp_header import FIXED_HEADER as _FIXED_HEADER
 from .rtp_header import audio_level, extension_value
 from .track_stats import TrackStats
@@ -19,8 +20,11 @@ if TYPE_CHECKING:
     from .forward import Leg
 
 
-class Publication:
-    """One incoming track of one peer, identified by its SSRC."""
+class Publication(LaneSlot):
+    """One incoming track of one peer, identified by its SSRC.
+
+    `lane` (in LaneSlot, where the reader in C reads it) is the native lane forwarding
+    this track's steady state (sfu/lane.py), if one is open."""
 
     def __init__(
         self,
@@ -40,8 +44,7 @@ class Publication:
         self.stats = TrackStats()
         self.keyframes = KeyframeLimiter()
         self._request_keyframe = request_keyframe
-        self.lane: Any = None
-        """The native lane forwarding this track's steady state (sfu/lane.py), if one is open."""
+        self.lane = None
 
     def receive(self, packet: bytes | memoryview) -> None:
         """Handle one decrypted RTP packet of this track: count it and forward it (the hot path).

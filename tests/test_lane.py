@@ -1,8 +1,10 @@
-"""The native lane (sfu/_lane.c) forwards and counts exactly what the Python path does.
+"""The native lane (sfu/_lane.c) and the reader in C (sfu/_reader.c) forward and count
+exactly what the Python path does.
 
-Two copies of the same route (a student's publication, a surveillant's leg, real
-SRTP sessions with the same keys) are fed the same protected datagrams through
-`MediaPeer._receive_media`: one with lanes, one on the Python path only. What
+Copies of the same route (a student's publication, a surveillant's leg, real SRTP
+sessions with the same keys) are fed the same protected datagrams: through
+`MediaPeer._receive_media` with lanes and on the Python path only, and by UDP
+through the reader in C, which runs the lanes and sends on its own. What
 leaves, what the counters say and what the history keeps must be the same, for
 random packets: gaps, reordering, wrong payload types, CSRCs, extensions,
 padding, empty and oversized payloads.
@@ -10,7 +12,9 @@ padding, empty and oversized payloads.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,11 +29,18 @@ from hypothesis import strategies as st
 from load_tests.hot_path import srtp_session as _session  # AES-256-GCM, as aiortc negotiates with Chromium
 import sfu.lane
 import sfu.srtp
+import sfu.media_socket
+from sfu.media_socket import MediaDatagramTransport, adopt
 from sfu.forward import HISTORY_SIZE, Leg
 from sfu.peer import MediaPeer, student_layout, surveillant_layout
 from sfu.publication import Publication
 from sfu.rtp_header import extension_block
 from sfu.srtp import DatagramBuffer, FastSrtp
+
+try:
+    import sfu._lane
+except ImportError:  # built without a C compiler: test_the_native_lane_is_built says so
+    pass
 
 KEY_IN = os.urandom(44)
 KEY_OUT = os.urandom(44)
@@ -52,13 +63,15 @@ class Wire:
         return False
 
 
-def _connected(peer: MediaPeer, key_in: bytes, key_out: bytes) -> Wire:
-    wire = Wire()
+def _connected(peer: MediaPeer, key_in: bytes, key_out: bytes, transport: Any = None,
+               remote: tuple[str, int] = ("192.0.2.1", 9)) -> Any:
+    """Give `peer` SRTP sessions and a nominated pair on `transport` (a Wire if None); return the transport."""
+    transport = Wire() if transport is None else transport
     peer._rx = FastSrtp(_session(key_in, inbound=True))
     peer._tx = FastSrtp(_session(key_out, inbound=False))
-    pair = SimpleNamespace(protocol=SimpleNamespace(transport=wire), remote_addr=("192.0.2.1", 9))
+    pair = SimpleNamespace(protocol=SimpleNamespace(transport=transport), remote_addr=remote)
     peer._connection = SimpleNamespace(_nominated={1: pair})
-    return wire
+    return transport
 
 
 @contextmanager
@@ -71,47 +84,120 @@ def lanes(enabled: bool) -> Iterator[None]:
         sfu.lane.ENABLED = saved
 
 
-def run_route(kind: str, datagrams: list[bytes], enabled: bool) -> dict[str, Any]:
-    """Feed `datagrams` to a fresh route; return everything both paths must agree on."""
-    with lanes(enabled):
-        student = MediaPeer("student", student_layout(), ice_servers=())
+class Route:
+    """A student's publication and a surveillant's leg fed by it, with real SRTP sessions."""
+
+    def __init__(self, kind: str, outbound: Any = None, remote: tuple[str, int] = ("192.0.2.1", 9)) -> None:
+        self.kind = kind
+        self.student = MediaPeer("student", student_layout(), ice_servers=())
         surveillant = MediaPeer("surveillant", surveillant_layout(1), ice_servers=())
-        _connected(student, KEY_IN, os.urandom(44))
-        wire = _connected(surveillant, os.urandom(44), KEY_OUT)
-        publication = Publication("webcam", kind, PAYLOAD_TYPE[kind], AUDIO_LEVEL_ID if kind == "audio" else None,
-                                  student.send_pli)
-        student.publications["webcam"] = publication
-        student._learn(SSRC_IN, publication)
-        leg = Leg(surveillant, kind, SSRC_OUT, 100 + PAYLOAD_TYPE[kind] % 10, "0", MID_ID,
-                  ABS_SEND_TIME_ID if kind == "video" else None)
-        leg.attach(publication)
-        python_path = 0
-        receive = publication.receive
+        _connected(self.student, KEY_IN, os.urandom(44))
+        self.wire = _connected(surveillant, os.urandom(44), KEY_OUT, outbound, remote)
+        self.publication = Publication("webcam", kind, PAYLOAD_TYPE[kind], AUDIO_LEVEL_ID if kind == "audio" else None,
+                                       self.student.send_pli)
+        self.student.publications["webcam"] = self.publication
+        self.student._learn(SSRC_IN, self.publication)
+        self.leg = Leg(surveillant, kind, SSRC_OUT, 100 + PAYLOAD_TYPE[kind] % 10, "0", MID_ID,
+                       ABS_SEND_TIME_ID if kind == "video" else None)
+        self.leg.attach(self.publication)
+        self.python_path = 0
+        receive = self.publication.receive
 
         def counted(packet: Any) -> None:
-            nonlocal python_path
-            python_path += 1
+            self.python_path += 1
             receive(packet)
 
-        publication.receive = counted  # type: ignore[method-assign]
+        self.publication.receive = counted  # type: ignore[method-assign]
+
+    def outcome(self, sent: list[bytes], lane_opened: bool) -> dict[str, Any]:
+        """Everything both paths must agree on, given the datagrams that left."""
+        subscriber = _session(KEY_OUT, inbound=True)
+        stats, leg = self.publication.stats, self.leg
+        return {
+            "delivered": [_masked(leg, subscriber.unprotect(packet)) for packet in sent],
+            "stats": (stats.packets, stats.bytes, stats.frames, stats.lost, stats.expected_sequence, stats.audio_level),
+            "leg": (leg.started, leg.packets_sent, leg._last_sequence, leg._last_timestamp),
+            "history": [None if packet is None else packet[:4] for packet in leg._history],
+            "received": self.student.packets_received,
+            "python_path": self.python_path,
+            "lane_opened": lane_opened,
+        }
+
+
+def run_route(kind: str, datagrams: list[bytes], enabled: bool) -> dict[str, Any]:
+    """Feed `datagrams` to a fresh route through `_receive_media`, as PythonReader does."""
+    with lanes(enabled):
+        route = Route(kind)
         buffer = DatagramBuffer(2048)
         for datagram in datagrams:
             buffer.memory[: len(datagram)] = datagram
-            student._receive_media(buffer, len(datagram))
-        lane_opened = publication.lane is not None
+            route.student._receive_media(buffer, len(datagram))
+        return route.outcome(route.wire.sent, route.publication.lane is not None)
 
-    subscriber = _session(KEY_OUT, inbound=True)
-    delivered = [_masked(leg, subscriber.unprotect(packet)) for packet in wire.sent]
-    stats = publication.stats
-    return {
-        "delivered": delivered,
-        "stats": (stats.packets, stats.bytes, stats.frames, stats.lost, stats.expected_sequence, stats.audio_level),
-        "leg": (leg.started, leg.packets_sent, leg._last_sequence, leg._last_timestamp),
-        "history": [None if packet is None else packet[:4] for packet in leg._history],
-        "received": student.packets_received,
-        "python_path": python_path,
-        "lane_opened": lane_opened,
-    }
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+
+async def adopted_endpoint() -> Any:
+    """An ICE-like protocol on a real UDP socket, adopted by the loop's MediaPoller."""
+    _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(_Endpoint, local_addr=("127.0.0.1", 0))
+    assert isinstance(adopt(protocol), MediaDatagramTransport)
+    return protocol
+
+
+def plain_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    sock.setblocking(False)
+    return sock
+
+
+def drained(sock: socket.socket) -> list[bytes]:
+    datagrams = []
+    while True:
+        try:
+            datagrams.append(sock.recv(2048))
+        except BlockingIOError:
+            return datagrams
+
+
+class ReaderRoute(Route):
+    """A Route on real sockets, read by the reader in C: datagrams go in by UDP, one turn each."""
+
+    def __init__(self, kind: str, inbound: Any, outbound: Any, receiver: socket.socket) -> None:
+        super().__init__(kind, outbound.transport, receiver.getsockname())
+        self.student._hook(inbound)
+        self._address = inbound.transport.get_extra_info("sockname")
+        self._poller = inbound.transport._poller
+        self._sender = plain_socket()
+
+    def feed(self, datagram: bytes) -> None:
+        self._sender.sendto(datagram, self._address)  # loopback: queued on the socket at once
+        assert self._poller.turn()
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+async def run_route_through_reader(kind: str, datagrams: list[bytes]) -> dict[str, Any]:
+    """Feed `datagrams` to a fresh route by UDP, through the reader in C, its lanes and Destination."""
+    with lanes(True):
+        inbound, outbound, receiver = await adopted_endpoint(), await adopted_endpoint(), plain_socket()
+        assert isinstance(inbound.transport.reader_socket, sfu._lane.MediaSocket)
+        route = ReaderRoute(kind, inbound, outbound, receiver)
+        sent = []
+        for datagram in datagrams:
+            route.feed(datagram)
+            sent += drained(receiver)
+        result = route.outcome(sent, route.publication.lane is not None)
+        route.close()
+        inbound.transport.close()
+        outbound.transport.close()
+        receiver.close()
+        return result
 
 
 def _masked(leg: Leg, packet: bytes) -> bytes:
@@ -173,6 +259,7 @@ def protected(kind: str, specs: list[tuple[Any, ...]]) -> list[bytes]:
 def test_the_native_lane_is_built() -> None:
     """`make install` compiles sfu/_lane.c (setup.py); without it every packet takes the Python path."""
     assert sfu.lane.Lane is not None, "sfu/_lane.c was not compiled: is a C compiler installed?"
+    assert sfu.media_socket.NativeReader is not None, "sfu/_reader.c was not compiled with it"
     assert sfu.srtp.PROTECT_ADDRESS is not None, "pylibsrtp's libsrtp no longer has the signature sfu/_lane.c calls"
     assert sfu.lane.ENABLED or os.environ.get("INVIGIL_NATIVE_LANES") == "0"
 
@@ -188,15 +275,53 @@ def test_the_lane_and_the_python_path_agree_on_random_packets(kind: str, specs: 
     assert python["python_path"] == python["received"] and not python["lane_opened"]
 
 
+@settings(max_examples=25, deadline=None)
+@given(kind=st.sampled_from(["video", "audio"]), specs=packet_specs)
+def test_the_reader_in_c_and_the_python_path_agree_on_random_packets(kind: str, specs: list[tuple[Any, ...]]) -> None:
+    datagrams = protected(kind, specs)
+    native = asyncio.run(run_route_through_reader(kind, datagrams))
+    python = run_route(kind, datagrams, enabled=False)
+    for key in ("delivered", "stats", "leg", "history", "received"):
+        assert native[key] == python[key], key
+
+
 def test_in_order_packets_go_the_native_way_after_the_first() -> None:
     in_order = [(1, i % 3 == 2, "right", 0, True, 0, 1100, i == 0, 30) for i in range(300)]
     for kind in ("video", "audio"):
-        native = run_route(kind, protected(kind, in_order), enabled=True)
-        python = run_route(kind, protected(kind, in_order), enabled=False)
-        assert native["delivered"] == python["delivered"] and len(native["delivered"]) == 300
-        assert native["lane_opened"]
-        # The first packet starts the leg in Python; for audio, every fifth reads the level there too.
-        assert native["python_path"] == (1 if kind == "video" else 1 + 300 // 5), kind
+        datagrams = protected(kind, in_order)
+        python = run_route(kind, datagrams, enabled=False)
+        for native in (run_route(kind, datagrams, enabled=True), asyncio.run(run_route_through_reader(kind, datagrams))):
+            assert native["delivered"] == python["delivered"] and len(native["delivered"]) == 300
+            assert native["lane_opened"]
+            # The first packet starts the leg in Python; for audio, every fifth reads the level there too.
+            assert native["python_path"] == (1 if kind == "video" else 1 + 300 // 5), kind
+
+
+async def test_the_reader_in_c_follows_a_new_ice_pair_and_stops_at_a_closed_socket() -> None:
+    with lanes(True):
+        inbound, outbound, receiver = await adopted_endpoint(), await adopted_endpoint(), plain_socket()
+        route = ReaderRoute("video", inbound, outbound, receiver)
+        in_order = [(1, False, "right", 0, True, 0, 100, i == 0, 0) for i in range(30)]
+        datagrams = protected("video", in_order)
+        for datagram in datagrams[:10]:
+            route.feed(datagram)
+        assert len(drained(receiver)) == 10 and route.python_path == 1
+        # ICE nominates another pair (another local socket, another remote address).
+        other_outbound, other_receiver = await adopted_endpoint(), plain_socket()
+        route.wire = other_outbound.transport
+        nominated = route.leg.sink._connection._nominated
+        nominated[1] = SimpleNamespace(protocol=other_outbound, remote_addr=other_receiver.getsockname())
+        for datagram in datagrams[10:20]:
+            route.feed(datagram)
+        assert drained(receiver) == [] and len(drained(other_receiver)) == 10
+        assert route.python_path == 1  # the lane kept forwarding; only the destination changed
+        other_outbound.transport.close()
+        for datagram in datagrams[20:]:
+            route.feed(datagram)  # no socket to send on: dropped, without an error
+        assert drained(other_receiver) == [] and route.leg.packets_sent == 30
+        route.close()
+        for closable in (inbound.transport, outbound.transport, receiver, other_receiver):
+            closable.close()
 
 
 class AudioRoute:

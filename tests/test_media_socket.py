@@ -14,6 +14,17 @@ from sfu.srtp import DatagramBuffer
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="the MediaPoller needs epoll")
 
+
+@pytest.fixture(autouse=True, params=["reader in C", "PythonReader"])
+def reader(request: Any, monkeypatch: Any) -> str:
+    """Every test runs on both readers: the one in C (sfu/_reader.c) and its reference in Python."""
+    if request.param == "reader in C":
+        assert media_socket.NativeReader is not None, "sfu/_reader.c was not compiled"
+        monkeypatch.setattr(media_socket, "NATIVE", True)
+    else:
+        monkeypatch.setattr(media_socket, "NATIVE", False)
+    return request.param
+
 RTP_LIKE = b"\x80\x60" + bytes(30)
 STUN_LIKE = b"\x00\x01" + bytes(30)
 
@@ -33,6 +44,7 @@ class Recorder(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.transport: Any = None
         self.datagrams: list[tuple[bytes, tuple[Any, ...]]] = []
+        self.errors: list[Exception] = []
         self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: Any) -> None:
@@ -40,6 +52,9 @@ class Recorder(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.datagrams.append((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -192,6 +207,53 @@ async def test_sends_during_a_turn_leave_at_its_end_in_order_and_others_at_once(
     receiver.close()
 
 
+async def test_a_turn_holds_at_most_max_queued_sends_per_socket_and_counts_the_rest() -> None:
+    protocol, transport = await adopted()
+    receiver = client()
+    destination = receiver.getsockname()
+
+    def burst(datagram: DatagramBuffer, size: int) -> None:
+        for _ in range(media_socket.MAX_QUEUED + 10):
+            transport.sendto(b"x", destination)
+
+    transport.media_handler = burst
+    client().sendto(RTP_LIKE, transport.get_extra_info("sockname"))
+    await until(lambda: transport.sends_dropped > 0)
+    assert transport.sends_dropped == 10
+    transport.close()
+    receiver.close()
+
+
+async def test_a_send_that_fails_is_reported_and_the_rest_of_the_turn_still_leaves() -> None:
+    protocol, transport = await adopted()
+    receiver = client()
+    receiver.settimeout(1.0)
+
+    def sends(datagram: DatagramBuffer, size: int) -> None:
+        transport.sendto(b"first", receiver.getsockname())
+        transport.sendto(b"nowhere", ("127.0.0.1", 0))  # the kernel refuses port 0 (EINVAL)
+        transport.sendto(b"last", receiver.getsockname())
+
+    transport.media_handler = sends
+    client().sendto(RTP_LIKE, transport.get_extra_info("sockname"))
+    assert await asyncio.get_running_loop().run_in_executor(None, receiver.recv, 100) == b"first"
+    assert await asyncio.get_running_loop().run_in_executor(None, receiver.recv, 100) == b"last"
+    assert len(protocol.errors) == 1 and isinstance(protocol.errors[0], OSError)
+    assert protocol.errors[0].errno == 22
+    transport.close()
+    receiver.close()
+
+
+async def test_a_host_name_is_still_sent_to_though_the_reader_holds_only_numeric_addresses() -> None:
+    protocol, transport = await adopted()
+    receiver = client()
+    receiver.settimeout(1.0)
+    transport.sendto(b"by name", ("localhost", receiver.getsockname()[1]))
+    assert await asyncio.get_running_loop().run_in_executor(None, receiver.recv, 100) == b"by name"
+    transport.close()
+    receiver.close()
+
+
 async def test_closing_tells_the_protocol_stops_sending_and_the_last_socket_closes_the_poller() -> None:
     loop = asyncio.get_running_loop()
     first, first_transport = await adopted()
@@ -206,7 +268,7 @@ async def test_closing_tells_the_protocol_stops_sending_and_the_last_socket_clos
     second_transport.close()
     await second.lost
     assert loop not in media_socket._pollers
-    assert poller._epoll.closed
+    assert poller.reader.closed
 
 
 async def test_adopt_declines_what_it_cannot_take() -> None:

@@ -78,6 +78,23 @@ async def test_student_media_reaches_surveillant_and_decodes(media_server: Any) 
         student_peer = next(p for p in exam.media.peers.values() if "webcam" in p.publications)
         lanes = [p.lane is not None for p in student_peer.publications.values() if p.leg is not None]
         assert lanes and all(lane == sfu.lane.ENABLED for lane in lanes)
+        reader_socket = student_peer._connection._nominated[1].protocol.transport.reader_socket
+        assert (type(reader_socket).__name__ == "MediaSocket") == sfu.lane.ENABLED
+        # With the reader in C, the steady state never calls into Python; else every packet does.
+        webcam = student_peer.publications["webcam"]
+        python_calls = 0
+        receive = webcam.receive
+
+        def counted(packet: Any) -> None:
+            nonlocal python_calls
+            python_calls += 1
+            receive(packet)
+
+        webcam.receive = counted  # type: ignore[method-assign]
+        before = webcam.stats.packets
+        await wait_until(lambda: webcam.stats.packets - before >= 40, 10)
+        share = python_calls / (webcam.stats.packets - before)
+        assert share < 0.25 if sfu.lane.ENABLED else share == 1.0, share
         # Nothing of the other slot: only this student's media arrived.
         assert all(track.frames == 0 for track in watcher.received[1 - slot].values())
         assert server.codec_calls == {}, "the server decoded or encoded media"
@@ -164,21 +181,24 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-@pytest.fixture(params=["native lanes", "python path"])
+@pytest.fixture(params=["native reader and lanes", "python path"])
 async def media_server(server: Any, request: Any, monkeypatch: Any) -> Any:
     """The real application, counting every packet the server hands to aiortc's decode or encode path.
 
-    Every test runs twice: with the native lanes (sfu/_lane.c) forwarding the steady state,
-    and with every packet on the Python path, the reference the lanes must match.
+    Every test runs twice: with the reader in C (sfu/_reader.c) and its lanes (sfu/_lane.c)
+    forwarding the steady state, and with PythonReader and every packet on the Python path,
+    the reference they must match.
     """
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
     from aiortc.rtcrtpsender import RTCRtpSender
 
     import sfu.lane
+    import sfu.media_socket
     from sfu.app import REGISTRY
 
     if request.param == "python path":
         monkeypatch.setattr(sfu.lane, "ENABLED", False)
+        monkeypatch.setattr(sfu.media_socket, "NATIVE", False)
 
     calls: dict[str, int] = {}
     registry = server.app[REGISTRY]
