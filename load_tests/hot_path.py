@@ -73,7 +73,7 @@ def _connect(peer: MediaPeer, transport: MediaDatagramTransport, remote: tuple[s
     peer._tx = FastSrtp(srtp_session(key, inbound=False))
     pair = SimpleNamespace(protocol=transport.get_protocol(), remote_addr=remote)
     peer._connection = SimpleNamespace(_nominated={1: pair})
-    transport.media_handler = peer._receive_media
+    peer._hook(transport.get_protocol())
 
 
 def _rtp(payload_type: int, sequence: int, timestamp: int, ssrc: int, size: int, video: bool) -> bytes:
