@@ -1,9 +1,10 @@
 /* The steady state of one route, in C: decrypt, count, rewrite, encrypt.
  *
  * A lane forwards the packets of one publication to its one leg while nothing
- * unusual happens: the packet is valid, the next in sequence, and needs no audio
- * level reading. Everything else (a gap, a reordered packet, a malformed one, a
- * leg that waits for a keyframe) goes back to the Python path in
+ * unusual happens: the packet is valid and the next in sequence. It reads the
+ * audio level of every fifth audio packet, as Publication.receive does. Everything
+ * else (a gap, a reordered packet, a malformed one, a leg that waits for a
+ * keyframe) goes back to the Python path in
  * sfu/publication.py and sfu/forward.py, which stays the reference. The counters
  * are the TrackStats' and the Leg's own, kept here as C fields (TrackCounters and
  * LegCounters, their base classes): one copy, which either path can update.
@@ -184,19 +185,19 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwargs)
 {
     static char *names[] = {
         "rx", "rx_session", "tx", "tx_session", "unprotect", "protect", "stats", "leg", "history", "sink",
-        "payload_type_in", "payload_type_out", "reads_audio_level", "first_byte", "ssrc",
+        "payload_type_in", "payload_type_out", "audio_level_id", "first_byte", "ssrc",
         "sequence_offset", "timestamp_offset", "header", "abs_send_time_at", "destination", NULL};
     PyObject *rx, *rx_session, *tx, *tx_session, *unprotect, *protect, *stats, *leg, *history, *sink;
     PyObject *destination = Py_None;
-    int payload_type_in, payload_type_out, reads_audio_level, first_byte;
+    int payload_type_in, payload_type_out, audio_level_id, first_byte;
     unsigned long ssrc, sequence_offset, timestamp_offset;
     Py_buffer header;
     Py_ssize_t abs_send_time_at;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OOOOOOOOO!Oiipikkky*n|O", names, &rx, &rx_session, &tx, &tx_session, &unprotect,
+            args, kwargs, "OOOOOOOOO!Oiiiikkky*n|O", names, &rx, &rx_session, &tx, &tx_session, &unprotect,
             &protect, &stats, &leg, &PyList_Type, &history, &sink, &payload_type_in, &payload_type_out,
-            &reads_audio_level, &first_byte, &ssrc, &sequence_offset, &timestamp_offset, &header,
+            &audio_level_id, &first_byte, &ssrc, &sequence_offset, &timestamp_offset, &header,
             &abs_send_time_at, &destination))
         return -1;
     if (!PyObject_TypeCheck(stats, &TrackCountersType) || !PyObject_TypeCheck(leg, &LegCountersType)) {
@@ -206,7 +207,8 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwargs)
     }
     if (header.len < 12 || header.len > HEADER_ROOM || PyList_GET_SIZE(history) != HISTORY_SIZE ||
         abs_send_time_at < -1 || abs_send_time_at + 4 > header.len || payload_type_in < 0 ||
-        payload_type_in > 127 || payload_type_out < 0 || payload_type_out > 127) {
+        payload_type_in > 127 || payload_type_out < 0 || payload_type_out > 127 || audio_level_id < -1 ||
+        audio_level_id > 14) {
         PyBuffer_Release(&header);
         PyErr_SetString(PyExc_ValueError, "lane: inconsistent route");
         return -1;
@@ -236,7 +238,7 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->destination, destination == Py_None ? NULL : Py_NewRef(destination));
     self->payload_type_in = payload_type_in;
     self->payload_type_out = payload_type_out;
-    self->reads_audio_level = reads_audio_level;
+    self->audio_level_id = audio_level_id;
     self->first_byte = first_byte & 0xFF;
     self->ssrc = (uint32_t)ssrc;
     self->sequence_offset = (uint32_t)sequence_offset & 0xFFFF;
@@ -258,6 +260,39 @@ static PyObject *
 to_python(int length)
 {
     return PyLong_FromLong(length);
+}
+
+/* The RFC 6464 level (0 loudest .. 127 silent) in the one-byte header extension element
+ * `id` (RFC 8285), or None: sfu.rtp_header.audio_level(extension_value(packet, id)). */
+static PyObject *
+audio_level(const unsigned char *p, Py_ssize_t length, int id)
+{
+    if (!(p[0] & 0x10))
+        Py_RETURN_NONE;
+    Py_ssize_t offset = 12 + 4 * (p[0] & 0x0F);
+    if (length < offset + 4 || ((p[offset] << 8) | p[offset + 1]) != 0xBEDE)
+        Py_RETURN_NONE;
+    Py_ssize_t end = offset + 4 + 4 * ((p[offset + 2] << 8) | p[offset + 3]);
+    if (end > length)
+        end = length;
+    Py_ssize_t position = offset + 4;
+    while (position < end) {
+        int byte = p[position];
+        if (byte == 0) {
+            position += 1;
+            continue;
+        }
+        int element = byte >> 4;
+        if (element == 15)
+            Py_RETURN_NONE;
+        if (element == id) {
+            if (position + 1 < length)
+                return PyLong_FromLong(p[position + 1] & 0x7F);
+            Py_RETURN_NONE;
+        }
+        position += 1 + (byte & 0x0F) + 1;
+    }
+    Py_RETURN_NONE;
 }
 
 /* A decrypted packet in p[0:length]: forward it if it is the steady state, else hand it back. */
@@ -284,8 +319,6 @@ forward_decrypted(Lane *self, const unsigned char *p, int length)
     TrackCounters *stats = (TrackCounters *)self->stats;
     if (stats->expected_sequence != (long long)sequence)
         return to_python(length); /* a gap or a late packet: counted and answered in Python */
-    if (self->reads_audio_level && (stats->packets + 1) % 5 == 0)
-        return to_python(length); /* Publication.receive reads the audio level of every fifth */
 
     /* What Publication.receive counts. */
     stats->packets += 1;
@@ -294,6 +327,12 @@ forward_decrypted(Lane *self, const unsigned char *p, int length)
     if (second & 0x80)
         stats->frames += 1;
     stats->expected_sequence = (sequence + 1) & 0xFFFF;
+    if (self->audio_level_id >= 0 && stats->packets % 5 == 0) {
+        PyObject *level = audio_level(p, length, self->audio_level_id);
+        if (level == NULL)
+            return NULL;
+        Py_XSETREF(stats->audio_level, level);
+    }
 
     /* What Leg.send writes. */
     LegCounters *leg = (LegCounters *)self->leg;

@@ -26,7 +26,7 @@ typedef struct {
     srtp_call protect;
     int payload_type_in;
     int payload_type_out;
-    int reads_audio_level;
+    int audio_level_id;    /* the ssrc-audio-level extension id, or -1 */
     int first_byte;
     uint32_t ssrc;
     uint32_t sequence_offset;

@@ -104,7 +104,7 @@ def open_lane(publication: Publication, rx: FastSrtp) -> Any:
         destination=leg.sink.destination,
         payload_type_in=publication.payload_type,
         payload_type_out=leg.payload_type,
-        reads_audio_level=publication.audio_level_id is not None,
+        audio_level_id=-1 if publication.audio_level_id is None else publication.audio_level_id,
         first_byte=leg._first_byte,
         ssrc=leg.ssrc,
         sequence_offset=leg._sequence_offset,
