@@ -89,21 +89,23 @@ class PythonSocket:
         self.transport: MediaDatagramTransport | None = transport
         self._reader = reader
         self._sock = transport._sock
+        self._recvfrom_into = transport._sock.recvfrom_into
         self._outgoing: list[tuple[Any, Any]] = []
 
     def read_one(self, buffer: DatagramBuffer) -> None:
         """Read one datagram into `buffer` and hand it to the transport."""
+        transport = self.transport
         try:
-            size, address = self._sock.recvfrom_into(buffer.writable)
+            size, address = self._recvfrom_into(buffer.writable)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:
-            if self.transport is not None:
-                self.transport._socket_error(error.errno)
+            if transport is not None:
+                transport._socket_error(error.errno)
             return
-        if size >= len(buffer.memory) or not size or self.transport is None:
+        if size >= DATAGRAM_SIZE or not size or transport is None:
             return  # cut short by the buffer: no WebRTC packet is this long
-        self.transport._received(size, address)
+        transport._received(size, address)
 
     def sendto(self, data: Any, address: Any) -> None:
         """Send one datagram now, or at the end of the turn if one is being read."""
@@ -202,6 +204,7 @@ class PythonReader:
         if not ready:
             return False
         sockets = self._sockets
+        buffer = self._buffer
         self.draining = True
         try:
             for _ in range(self._rounds):
@@ -209,7 +212,7 @@ class PythonReader:
                     socket_ = sockets.get(fileno)
                     if socket_ is not None:
                         try:
-                            socket_.read_one(self._buffer)
+                            socket_.read_one(buffer)
                         except Exception as error:
                             self._on_error(error)
                 if self._epoll.closed:
@@ -324,6 +327,7 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
         self._closing = False
         self.fileno = sock.fileno()
         self.media_handler: MediaHandler | None = None
+        self._buffer = poller.buffer
         self.reader_socket = poller.register(self)
 
     @property
@@ -349,7 +353,7 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
 
     def _received(self, size: int, address: Any) -> None:
         """A datagram no lane took, in the poller's buffer: media to the handler, the rest to the protocol."""
-        buffer = self._poller.buffer
+        buffer = self._buffer
         handler = self.media_handler
         try:
             if handler is not None and 127 < buffer.memory[0] < 192:
