@@ -11,10 +11,16 @@ emptied in the same turn. Media (first byte 128-191: RTP and RTCP, RFC 7983)
 goes to the socket's media handler, in the poller's one DatagramBuffer where
 SRTP decrypts it in place (valid until the next read); anything else (STUN,
 DTLS) goes to the ICE protocol as before, as bytes with the sender's address.
+What is sent during a turn leaves at its end, one burst per socket.
+
+The turn itself is the reader's: sfu/_reader.c where the extension is built,
+which also forwards every packet of a steady route through its lane without
+entering Python, else sfu/python_reader.py, the reference.
 
 Measured here: one `recvfrom` costs about 2 µs, a `recvmmsg` holding one
 datagram about 2.5 µs plus its bookkeeping, and at 40 students most sockets
-hold one datagram per turn, so batching calls would not pay.
+hold one datagram per turn, so batching reads would not pay; sends are many
+per socket and turn, so the reader in C sends them with one `sendmmsg`.
 
 The cost is at most READ_INTERVAL (5 ms) of added delay per packet, far below
 what a browser's jitter buffer holds anyway.
@@ -31,9 +37,10 @@ import os
 import select
 import socket
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+from .python_reader import MAX_QUEUED, PythonReader
 from .srtp import DatagramBuffer
 
 try:
@@ -44,7 +51,7 @@ except ImportError:  # built without a C compiler: PythonReader reads
 
 logger = logging.getLogger(__name__)
 
-
+__all__ = ["MAX_QUEUED", "MediaDatagramTransport", "MediaPoller", "adopt"]
 
 READ_INTERVAL = 0.005
 """Seconds between the reader's turns while packets flow (and after the first one wakes it).
@@ -60,9 +67,6 @@ ROUNDS_PER_TURN = 64
 DATAGRAM_SIZE = 2048
 """Room per datagram; WebRTC keeps packets below ~1,300 bytes, longer ones are dropped."""
 
-MAX_QUEUED = 4096
-"""Datagrams held back per socket during one turn; more are dropped (sfu/_reader.c's MAX_QUEUED)."""
-
 MediaHandler = Callable[[DatagramBuffer, int], None]
 
 NATIVE = NativeReader is not None and os.environ.get("INVIGIL_NATIVE_LANES", "1") != "0"
@@ -75,157 +79,6 @@ def _log_failure(error: BaseException) -> None:
     frames = traceback.extract_tb(error.__traceback__)
     where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "native code"
     logger.error("a datagram could not be handled: %s at %s", type(error).__name__, where)
-
-
-class PythonSocket:
-    """One socket of a PythonReader: the reference for sfu._lane.MediaSocket."""
-
-    def __init__(self, reader: PythonReader, fileno: int, family: int, transport: MediaDatagramTransport) -> None:
-        self.fileno = fileno
-        self.family = family
-        self.closed = False
-        self.inbox: Any = None  # only the reader in C forwards through a peer's lanes
-        self.sends_dropped = 0
-        self.transport: MediaDatagramTransport | None = transport
-        self._reader = reader
-        self._sock = transport._sock
-        self._recvfrom_into = transport._sock.recvfrom_into
-        self._outgoing: list[tuple[Any, Any]] = []
-
-    def read_one(self, buffer: DatagramBuffer) -> None:
-        """Read one datagram into `buffer` and hand it to the transport."""
-        transport = self.transport
-        try:
-            size, address = self._recvfrom_into(buffer.writable)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            if transport is not None:
-                transport._socket_error(error.errno)
-            return
-        if size >= DATAGRAM_SIZE or not size or transport is None:
-            return  # cut short by the buffer: no WebRTC packet is this long
-        transport._received(size, address)
-
-    def sendto(self, data: Any, address: Any) -> None:
-        """Send one datagram now, or at the end of the turn if one is being read."""
-        if self.closed:
-            return
-        if self._reader.draining:
-            if len(self._outgoing) >= MAX_QUEUED:
-                self.sends_dropped += 1
-                return
-            if not self._outgoing:
-                self._reader.pending.append(self)
-            self._outgoing.append((data, address))
-            return
-        try:
-            self._sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            self.sends_dropped += 1
-
-    def flush(self) -> None:
-        """Send what was held back during the turn, in order."""
-        outgoing, self._outgoing = self._outgoing, []
-        sendto = self._sock.sendto
-        for index, (data, address) in enumerate(outgoing):
-            if self.closed:
-                return
-            try:
-                sendto(data, address)
-            except (BlockingIOError, InterruptedError):
-                self.sends_dropped += len(outgoing) - index  # the kernel's buffer is full: real-time, so drop
-                return
-            except OSError as error:
-                if self.transport is not None:
-                    self.transport._socket_error(error.errno)
-
-    def close(self) -> None:
-        """Send nothing more."""
-        self.closed = True
-        self._outgoing = []
-        self.transport = None
-
-
-class PythonReader:
-    """The sockets of one event loop behind one epoll, read in turns: the reference for
-    sfu._lane.Reader, and what runs where the extension is not built."""
-
-    def __init__(self, buffer: DatagramBuffer, rounds: int, on_error: Callable[[BaseException], None]) -> None:
-        self._epoll = select.epoll()
-        self._sockets: dict[int, PythonSocket] = {}
-        self._buffer = buffer
-        self._rounds = rounds
-        self._on_error = on_error
-        self.draining = False
-        self.pending: list[PythonSocket] = []
-
-    @property
-    def closed(self) -> bool:
-        """Whether the epoll is closed."""
-        return self._epoll.closed
-
-    def fileno(self) -> int:
-        """The epoll's file descriptor, for the event loop to watch."""
-        return self._epoll.fileno()
-
-    def register(self, fileno: int, family: int, transport: MediaDatagramTransport) -> PythonSocket:
-        """Read the socket `fileno` in every turn."""
-        socket_ = self._sockets[fileno] = PythonSocket(self, fileno, family, transport)
-        self._epoll.register(fileno, select.EPOLLIN)
-        return socket_
-
-    def unregister(self, socket_: PythonSocket) -> None:
-        """Stop reading a socket; it sends nothing more."""
-        if self._sockets.get(socket_.fileno) is socket_:
-            del self._sockets[socket_.fileno]
-            try:
-                self._epoll.unregister(socket_.fileno)
-            except OSError:
-                pass
-        socket_.close()
-
-    def close(self) -> None:
-        """Close the epoll and let go of every socket."""
-        for socket_ in self._sockets.values():
-            socket_.close()
-        self._sockets.clear()
-        self._epoll.close()
-
-    def turn(self) -> bool:
-        """Read every ready socket in rounds, then send what was held back meanwhile.
-
-        Returns False if no socket was ready.
-        """
-        if self._epoll.closed or self.draining:
-            return False
-        poll = self._epoll.poll
-        ready = poll(0)
-        if not ready:
-            return False
-        sockets = self._sockets
-        buffer = self._buffer
-        self.draining = True
-        try:
-            for _ in range(self._rounds):
-                for fileno, _events in ready:
-                    socket_ = sockets.get(fileno)
-                    if socket_ is not None:
-                        try:
-                            socket_.read_one(buffer)
-                        except Exception as error:
-                            self._on_error(error)
-                if self._epoll.closed:
-                    break
-                ready = poll(0)
-                if not ready:
-                    break
-        finally:
-            self.draining = False
-            pending, self.pending = self.pending, []
-            for socket_ in pending:
-                socket_.flush()
-        return True
 
 
 class MediaPoller:

@@ -1,4 +1,5 @@
-"""The SFU's own reader for ICE host sockets (sfu/media_socket.py), on real UDP sockets."""
+"""The SFU's own reader for ICE host sockets (sfu/media_socket.py), on real UDP sockets,
+with the reader in C (sfu/_reader.c) and its reference in Python (sfu/python_reader.py)."""
 
 from __future__ import annotations
 
