@@ -10,8 +10,10 @@
  * Whatever is sent during a turn, from here or from Python, leaves at its end, one
  * sendmmsg per socket.
  *
- * Measured at 40 students / 5 surveillants: the Python this replaces (the turn, the
- * reads, the handler call, the sends) was the largest part of the SFU's CPU left.
+ * Measured at 40 students / 5 surveillants, 120 s runs alternated with the version
+ * before it (together with lanes reading audio levels themselves): the SFU's CPU
+ * for the same load fell by about 27% (SFU/bots CPU 0.229-0.233 against
+ * 0.315-0.318): 23.5-25.5 µs per forwarded packet against 33.3-34.7.
  *
  * Untrusted input: a datagram is read into a buffer of fixed size and one that fills
  * it is dropped; lanes bound-check the rest (sfu/_lane.c).
