@@ -76,12 +76,13 @@ def _connected(peer: MediaPeer, key_in: bytes, key_out: bytes, transport: Any = 
 
 @contextmanager
 def lanes(enabled: bool) -> Iterator[None]:
-    saved = sfu.lane.ENABLED
-    sfu.lane.ENABLED = enabled
+    """Lanes and the reader in C on or off (both, as INVIGIL_NATIVE_LANES switches them)."""
+    saved = sfu.lane.ENABLED, sfu.media_socket.NATIVE
+    sfu.lane.ENABLED = sfu.media_socket.NATIVE = enabled
     try:
         yield
     finally:
-        sfu.lane.ENABLED = saved
+        sfu.lane.ENABLED, sfu.media_socket.NATIVE = saved
 
 
 class Route:
