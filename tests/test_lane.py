@@ -274,6 +274,11 @@ def protected(kind: str, specs: list[tuple[Any, ...]]) -> list[bytes]:
     return datagrams
 
 
+needs_extension = pytest.mark.skipif(
+    sfu.lane.Lane is None, reason="sfu/_lane.c was not compiled: test_the_native_lane_is_built reports it"
+)
+
+
 def test_the_native_lane_is_built() -> None:
     """`make install` compiles sfu/_lane.c (setup.py); without it every packet takes the Python path."""
     assert sfu.lane.Lane is not None, "sfu/_lane.c was not compiled: is a C compiler installed?"
@@ -282,6 +287,7 @@ def test_the_native_lane_is_built() -> None:
     assert sfu.lane.ENABLED or os.environ.get("INVIGIL_NATIVE_LANES") == "0"
 
 
+@needs_extension
 @settings(max_examples=60, deadline=None)
 @given(kind=st.sampled_from(["video", "audio"]), specs=packet_specs)
 def test_the_lane_and_the_python_path_agree_on_random_packets(kind: str, specs: list[tuple[Any, ...]]) -> None:
@@ -293,6 +299,7 @@ def test_the_lane_and_the_python_path_agree_on_random_packets(kind: str, specs: 
     assert python["python_path"] == python["received"] and not python["lane_opened"]
 
 
+@needs_extension
 @settings(max_examples=25, deadline=None)
 @given(kind=st.sampled_from(["video", "audio"]), specs=packet_specs)
 def test_the_reader_in_c_and_the_python_path_agree_on_random_packets(kind: str, specs: list[tuple[Any, ...]]) -> None:
@@ -303,6 +310,7 @@ def test_the_reader_in_c_and_the_python_path_agree_on_random_packets(kind: str, 
         assert native[key] == python[key], key
 
 
+@needs_extension
 @pytest.mark.parametrize("body", [
     b"\x10\x30\x20\x85",  # mid, then the level: 5
     b"\x00\x00\x20\x85",  # padding bytes first
@@ -317,6 +325,7 @@ def test_the_lane_reads_audio_levels_as_the_python_path_does(body: bytes) -> Non
     assert set(python["levels"][4:]) == ({5} if body.endswith(b"\x85") and body[0] != 0xF0 else {None})
 
 
+@needs_extension
 def test_in_order_packets_go_the_native_way_after_the_first() -> None:
     in_order = [(1, i % 3 == 2, "right", 0, True, 0, 1100, i == 0, 30) for i in range(300)]
     for kind in ("video", "audio"):
@@ -330,6 +339,7 @@ def test_in_order_packets_go_the_native_way_after_the_first() -> None:
             assert native["stats"] == python["stats"]
 
 
+@needs_extension
 async def test_the_reader_in_c_follows_a_new_ice_pair_and_stops_at_a_closed_socket() -> None:
     with lanes(True):
         inbound, outbound, receiver = await adopted_endpoint(), await adopted_endpoint(), plain_socket()
@@ -385,6 +395,7 @@ class AudioRoute:
         return [struct.unpack_from("!H", subscriber.unprotect(packet), 2)[0] for packet in self.wire.sent]
 
 
+@needs_extension
 def test_a_hand_over_closes_the_lane_and_the_sequence_stays_continuous() -> None:
     with lanes(True):
         route = AudioRoute(sources=2)
@@ -401,6 +412,7 @@ def test_a_hand_over_closes_the_lane_and_the_sequence_stays_continuous() -> None
     assert route.delivered_sequences() == list(range(1, 11))
 
 
+@needs_extension
 def test_a_lane_that_fails_closes_and_the_python_path_takes_over() -> None:
     with lanes(True):
         route = AudioRoute(sources=1)

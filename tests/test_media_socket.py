@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reas
 def reader(request: Any, monkeypatch: Any) -> str:
     """Every test runs on both readers: the one in C (sfu/_reader.c) and its reference in Python."""
     if request.param == "reader in C":
-        assert media_socket.NativeReader is not None, "sfu/_reader.c was not compiled"
+        if media_socket.NativeReader is None:
+            pytest.skip("sfu/_reader.c was not compiled: test_lane.py::test_the_native_lane_is_built reports it")
         monkeypatch.setattr(media_socket, "NATIVE", True)
     else:
         monkeypatch.setattr(media_socket, "NATIVE", False)
