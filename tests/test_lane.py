@@ -396,6 +396,23 @@ class AudioRoute:
 
 
 @needs_extension
+@settings(max_examples=15, deadline=None)
+@given(junk=st.lists(st.tuples(st.integers(0x80, 0xBF), st.binary(min_size=0, max_size=1500)), min_size=1, max_size=40))
+def test_forged_datagrams_on_a_steady_route_change_nothing(junk: list[tuple[int, bytes]]) -> None:
+    """Datagrams that look like RTP of the route (its SSRC) but fail SRTP authentication, of any
+    length, interleaved with the real ones: the reader in C drops them, and the route forwards
+    and counts exactly what it would without them."""
+    in_order = [(1, False, "right", 0, True, 0, 300, i == 0, 0) for i in range(len(junk) + 1)]
+    datagrams = protected("video", in_order)
+    forged = [bytes([first, 96]) + b"\x00" * 6 + struct.pack("!I", SSRC_IN) + body for first, body in junk]
+    mixed = [datagrams[0]] + [d for pair in zip(forged, datagrams[1:]) for d in pair]
+    with_junk = asyncio.run(run_route_through_reader("video", mixed))
+    clean = run_route("video", datagrams, enabled=False)
+    for key in ("delivered", "stats", "leg", "history", "received"):
+        assert with_junk[key] == clean[key], key
+
+
+@needs_extension
 def test_a_hand_over_closes_the_lane_and_the_sequence_stays_continuous() -> None:
     with lanes(True):
         route = AudioRoute(sources=2)
