@@ -85,6 +85,12 @@ def client(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.sock
     return sock
 
 
+def poke(transport: MediaDatagramTransport) -> None:
+    """Send the transport one RTP-like datagram, from a socket closed at once."""
+    with client() as sender:
+        sender.sendto(RTP_LIKE, transport.get_extra_info("sockname"))
+
+
 async def test_the_socket_keeps_its_port_and_non_media_reaches_the_protocol_with_the_sender_address() -> None:
     protocol, transport = await adopted()
     port = transport.get_extra_info("sockname")[1]
@@ -219,7 +225,7 @@ async def test_a_turn_holds_at_most_max_queued_sends_per_socket_and_counts_the_r
             transport.sendto(b"x", destination)
 
     transport.media_handler = burst
-    client().sendto(RTP_LIKE, transport.get_extra_info("sockname"))
+    poke(transport)
     await until(lambda: transport.sends_dropped > 0)
     assert transport.sends_dropped == 10
     transport.close()
@@ -237,7 +243,7 @@ async def test_a_send_that_fails_is_reported_and_the_rest_of_the_turn_still_leav
         transport.sendto(b"last", receiver.getsockname())
 
     transport.media_handler = sends
-    client().sendto(RTP_LIKE, transport.get_extra_info("sockname"))
+    poke(transport)
     assert await asyncio.get_running_loop().run_in_executor(None, receiver.recv, 100) == b"first"
     assert await asyncio.get_running_loop().run_in_executor(None, receiver.recv, 100) == b"last"
     assert len(protocol.errors) == 1 and isinstance(protocol.errors[0], OSError)
