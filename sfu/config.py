@@ -33,6 +33,8 @@ class ServerConfig:
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     surveillant_grace_seconds: float = 20.0
     student_grace_seconds: float = 20.0
+    student_media_seconds: float = 60.0
+    """How long a placed student may hold a surveillant's place before their media is up."""
     creator_link_days: int = 30
     media_mode: str = "forward"
     """"forward" (the product) or "transcode" (aiortc's decode/re-encode relay, a benchmark baseline)."""

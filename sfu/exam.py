@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 CLOSE_EXAM_ENDED = 4000
 CLOSE_SESSION_ENDED = 4002
 CLOSE_REPLACED = 4003
+CLOSE_NO_MEDIA = 4004
 
 THUMBNAIL_ENCODINGS: dict[str, dict[str, float]] = {
     "webcam": {"maxBitrate": 150_000, "maxFramerate": 10, "scaleResolutionDownBy": 2.0},
@@ -45,7 +46,7 @@ class Exam:
         self.config = config
         self.assignment = Assignment(settings.cap)
         self.participants: dict[str, Participant] = {}
-        self.media = ExamMedia(self.id, config, oral=settings.kind == "oral")
+        self.media = ExamMedia(self.id, config, oral=settings.kind == "oral", on_media_change=self._media_changed)
         self.focus: dict[str, str | None] = {}
         self.talking: dict[str, str | None] = {}
         self.slots: dict[str, dict[str, int]] = {}
@@ -114,17 +115,17 @@ class Exam:
         if self.participants.pop(participant.id, None) is None:
             return
         participant.cancel_grace()
+        participant.cancel_media_watch()
         moves: list[Move] = []
         if participant.role == "student":
             surveillant = self.assignment.surveillant_of(participant.id)
             if surveillant is not None:
                 self.slots.get(surveillant, {}).pop(participant.id, None)
-                if self.talking.get(surveillant) == participant.id:
-                    self.talking[surveillant] = None
-                if self.focus.get(surveillant) == participant.id:
-                    self.focus[surveillant] = None
+                self.detach(participant.id, surveillant)
             moves = self.assignment.remove_student(participant.id)
         elif participant.role == "surveillant":
+            for student_id in self.assignment.students_of(participant.id):
+                self.detach(student_id, participant.id)
             moves = self.assignment.remove_surveillant(participant.id)
             self.slots.pop(participant.id, None)
             self.slot_count.pop(participant.id, None)
@@ -164,6 +165,16 @@ class Exam:
             self.apply(self.assignment.set_available(participant.id, True))
         self.publish()
 
+    def seat_taken_over(self, student: Participant) -> None:
+        """A resume took the student's place from a socket that was still open (a second tab or
+        device, or a network change the server had not noticed yet): the earlier connection is
+        closed, and their surveillant is told. A resume after the old socket closed is an
+        ordinary reconnect and raises nothing: devices are not told apart (no fingerprinting)."""
+        surveillant = self.assignment.surveillant_of(student.id)
+        logger.info("exam %s: student %s taken over by a new connection", self.id, student.id)
+        if surveillant is not None:
+            self.alert(surveillant, student.id, "taken_over")
+
     async def _expire_after(self, participant: Participant, grace: float) -> None:
         await asyncio.sleep(grace)
         if not participant.connected:
@@ -175,20 +186,37 @@ class Exam:
     def apply(self, moves: Iterable[Move]) -> None:
         """Carry out assignment moves: slots, media routes and what everyone is told."""
         for move in moves:
-            for slots in self.slots.values():
-                slots.pop(move.student, None)
+            for holder, slots in self.slots.items():
+                if slots.pop(move.student, None) is not None and holder != move.surveillant:
+                    self.detach(move.student, holder)
+            student = self.participants.get(move.student)
             if move.surveillant is None:
                 self.media.route(move.student, None, None)
-                continue
-            slot = self._free_slot(move.surveillant)
-            self.slots[move.surveillant][move.student] = slot
-            self.media.route(move.student, move.surveillant, slot)
-            student = self.participants.get(move.student)
+            else:
+                slot = self._free_slot(move.surveillant)
+                self.slots[move.surveillant][move.student] = slot
+                self.media.route(move.student, move.surveillant, slot)
+                if student is not None:
+                    if not self.settings.id_check:
+                        student.admitted = True
+                    # The encoder follows the new surveillant's focus, never the old one's.
+                    self.send_quality(student, focused=self.focus.get(move.surveillant) == move.student)
             if student is not None:
-                if not self.settings.id_check:
-                    student.admitted = True
-                self.send_quality(student, focused=False)
+                self._watch_media(student)
         self.publish()
+
+    def detach(self, student_id: str, surveillant_id: str) -> None:
+        """End what a surveillant had on a student it no longer watches: talk-back (voice route
+        included) and focus. Called for every move away, a session's end and a departure."""
+        if self.talking.get(surveillant_id) == student_id:
+            self.talking[surveillant_id] = None
+            self.media.set_talk(surveillant_id, None)
+            student, surveillant = self.participants.get(student_id), self.participants.get(surveillant_id)
+            if student is not None:
+                name = surveillant.name if surveillant is not None else ""
+                student.push({"type": "talk", "v": 1, "on": False, "from": name})
+        if self.focus.get(surveillant_id) == student_id:
+            self.focus[surveillant_id] = None
 
     def _free_slot(self, surveillant: str) -> int:
         taken = set(self.slots[surveillant].values())
@@ -266,6 +294,7 @@ class Exam:
                     "admitted": student.admitted,
                     "status": student.status.to_public(),
                     "connected": student.connected,
+                    "media": self.media.media_up(student.id),
                 }
             )
         others = [
@@ -358,7 +387,8 @@ class Exam:
         old_id = self.focus.get(surveillant.id)
         if old_id is not None and (new is None or new.id != old_id):
             old = self.participants.get(old_id)
-            if old is not None:
+            # Only a student still watched by this surveillant follows its focus.
+            if old is not None and self.assignment.surveillant_of(old.id) == surveillant.id:
                 self.send_quality(old, focused=False)
         self.focus[surveillant.id] = new.id if new else None
         if new is not None:
@@ -382,11 +412,50 @@ class Exam:
 
     async def end_session(self, student: Participant, reason: str) -> None:
         """The surveillant ends one student's session; the student is told why."""
+        await self._send_away(
+            student, {"type": "session_ended", "v": 1, "reason": reason}, "ended_by_surveillant", CLOSE_SESSION_ENDED
+        )
+
+    async def _send_away(self, student: Participant, message: dict[str, Any], reason: str, code: int) -> None:
+        """Tell the student why, drop them for good, and close their socket with `code`."""
         socket = student.socket
-        student.push({"type": "session_ended", "v": 1, "reason": reason})
+        student.push(message)
         await asyncio.sleep(0)
-        await self.remove(student, "ended_by_surveillant")
-        await _flush_and_close(student, socket, CLOSE_SESSION_ENDED)
+        await self.remove(student, reason)
+        await _flush_and_close(student, socket, code)
+
+    # -- a placed student's media must come up --------------------------------------
+
+    def _media_changed(self, owner: str) -> None:
+        """A peer connection changed state: (re)start or stop the student's clock, update the desk."""
+        participant = self.participants.get(owner)
+        if self.closed or participant is None:
+            return
+        if participant.role == "student":
+            self._watch_media(participant)
+        self.publish()
+
+    def _watch_media(self, student: Participant) -> None:
+        """A placed student whose media is not up gets `student_media_seconds` to bring it up.
+
+        The clock starts when the student is placed (or their media goes down while placed)
+        and stops when their peer connection is up or they go back to the queue: a socket
+        that never offers media cannot hold a surveillant's place for longer than that.
+        """
+        placed = self.assignment.surveillant_of(student.id) is not None
+        if not placed or self.media.media_up(student.id):
+            student.cancel_media_watch()
+        elif student.media_watch is None:
+            student.media_watch = asyncio.ensure_future(self._release_without_media(student))
+
+    async def _release_without_media(self, student: Participant) -> None:
+        await asyncio.sleep(self.config.student_media_seconds)
+        student.media_watch = None
+        if self.closed or self.participants.get(student.id) is not student or self.media.media_up(student.id):
+            return
+        if self.assignment.surveillant_of(student.id) is None:
+            return
+        await self._send_away(student, ProtocolError("media_failed").to_message(), "no_media", CLOSE_NO_MEDIA)
 
     async def _push_stats_forever(self) -> None:
         while True:
@@ -415,6 +484,7 @@ class Exam:
         sockets = [(p, p.socket) for p in participants]
         for participant in participants:
             participant.cancel_grace()
+            participant.cancel_media_watch()
             participant.push({"type": "exam_ended", "v": 1, "reason": reason})
         await asyncio.sleep(0)
         await asyncio.gather(

@@ -64,6 +64,8 @@ class Participant:
     alerts: int = 0
     socket: web.WebSocketResponse | None = None
     grace_task: asyncio.Task[None] | None = None
+    media_watch: asyncio.Task[None] | None = None
+    """A placed student's clock: released unless their media comes up in time (see Exam._watch_media)."""
     _outbox: asyncio.Queue[dict[str, Any] | None] | None = None
     _writer: asyncio.Task[None] | None = None
     last_pushed: dict[str, Any] = field(default_factory=dict)
@@ -121,6 +123,12 @@ class Participant:
     def cancel_grace(self) -> None:
         """Stop a running grace timer, if any."""
         task, self.grace_task = self.grace_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def cancel_media_watch(self) -> None:
+        """Stop the media clock, if any."""
+        task, self.media_watch = self.media_watch, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 

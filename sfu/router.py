@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .config import ServerConfig
@@ -24,8 +25,15 @@ STUDENT_TRACKS = ("webcam", "screen", "microphone")
 class ExamMedia:
     """Peers and routes of one exam. Forwarding only, unless the benchmark asks for transcoding."""
 
-    def __init__(self, exam_id: str, config: ServerConfig, oral: bool = False) -> None:
+    def __init__(
+        self,
+        exam_id: str,
+        config: ServerConfig,
+        oral: bool = False,
+        on_media_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.exam_id = exam_id
+        self._on_media_change = on_media_change
         self.config = config
         self.oral = oral
         self.transcode = config.media_mode == "transcode"
@@ -58,10 +66,22 @@ class ExamMedia:
             raise ProtocolError("media_failed") from None
         old = self.peers.pop(owner, None)
         self.peers[owner] = peer
+        peer.pc.on("connectionstatechange", lambda: self._state_changed(owner, peer))
         if old is not None:
             await old.close()
         self._rewire_all()
+        self._state_changed(owner, peer)
         return answer
+
+    def media_up(self, owner: str) -> bool:
+        """Whether the participant's current peer connection is established (ICE and DTLS done)."""
+        peer = self.peers.get(owner)
+        return peer is not None and not peer.closed and peer.pc.connectionState == "connected"
+
+    def _state_changed(self, owner: str, peer: MediaPeer) -> None:
+        # A replaced peer closing says nothing about the participant's current media.
+        if self.peers.get(owner) is peer and self._on_media_change is not None:
+            self._on_media_change(owner)
 
     # -- routes ------------------------------------------------------------------
 

@@ -173,12 +173,15 @@ class Connection:
             returning = exam.by_resume(resume)
         if returning is not None:
             old_socket = returning.socket
-            if old_socket is not None and not old_socket.closed:
+            taken_over = old_socket is not None and not old_socket.closed
+            if taken_over:
                 asyncio.ensure_future(old_socket.close(code=CLOSE_REPLACED, message=b"replaced"))
             returning.socket = None
             if name:
                 returning.name = name
             returning.attach(self.socket)
+            if taken_over and returning.role == "student":
+                exam.seat_taken_over(returning)
             return returning
         participant = Participant(role=capability.role, name=name, seat=capability.seat)
         participant.attach(self.socket)
