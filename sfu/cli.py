@@ -172,6 +172,16 @@ def _cap(text: str) -> int:
     return int(text)
 
 
+def _media_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 1.0 <= seconds <= 3600.0:
+        raise argparse.ArgumentTypeError("must be a number of seconds from 1 to 3600")
+    return seconds
+
+
 def _ice_server(text: str) -> IceServer:
     try:
         return parse_ice_server(text)
@@ -215,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="students per surveillant for new exams (default %(default)s)",
     )
     serve.add_argument(
+        "--student-media-timeout",
+        metavar="SECONDS",
+        type=_media_seconds,
+        default=60.0,
+        help="a placed student whose media is not up within this time is released (default %(default)s)",
+    )
+    serve.add_argument(
         "--media-mode",
         choices=("forward", "transcode"),
         default="forward",
@@ -240,6 +257,7 @@ def config_from_args(args: argparse.Namespace, secret: bytes, tls: bool) -> Serv
         default_cap=args.default_cap,
         ice_servers=tuple(args.ice_servers),
         media_mode=args.media_mode,
+        student_media_seconds=args.student_media_timeout,
     )
 
 

@@ -137,6 +137,15 @@ def test_out_of_range_numbers_are_refused(option: list[str]) -> None:
         build_parser().parse_args(["serve", *option])
 
 
+def test_student_media_timeout_reaches_the_config_and_is_bounded() -> None:
+    assert config_from_args(build_parser().parse_args(["serve"]), b"s" * 32, tls=False).student_media_seconds == 60.0
+    args = build_parser().parse_args(["serve", "--student-media-timeout", "90"])
+    assert config_from_args(args, b"s" * 32, tls=False).student_media_seconds == 90.0
+    for bad in ("0", "0.5", "nan", "inf", "3601", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "--student-media-timeout", bad])
+
+
 def test_subcommand_is_required() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args([])
