@@ -6,12 +6,9 @@ import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { $, h } from '/common/dom.js';
 import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
+import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
+import { glyph, icon, timeLabel } from './widgets.js';
 
-const ALERT_KINDS = new Set([
-  'hand_raised', 'screen_stopped', 'camera_off', 'microphone_off', 'page_hidden', 'connection_lost', 'left',
-]);
-const MAX_ALERTS = 50;
-const BEEP_MIN_GAP_MS = 1500;
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const OFFER_TIMEOUT_MS = 20000;
 const LOCAL_STATS_INTERVAL_MS = 500;
@@ -34,11 +31,6 @@ const state = {
   focusedId: null, // the student in the large view (or the current student of an oral exam)
   talk: null, // { studentId, mode: 'hold' | 'toggle' | 'oral' }
   oralMicOn: true,
-  alerts: [],
-  alertSeq: 0,
-  soundOn: true,
-  audioContext: null,
-  lastBeep: 0,
   endTarget: null, // { studentId, next: boolean }
   incidents: [], // { at, studentId, name, note }: this page's memory only, dropped with the exam
   incidentsDownloaded: true,
@@ -57,37 +49,6 @@ const media = {
 };
 
 // --- small helpers -------------------------------------------------------------
-
-// Icons are drawn, not taken from a font: they must show on every system. Always aria-hidden.
-const ICON_PATHS = {
-  hand: 'M8 13V5a1.5 1.5 0 0 1 3 0v6M11 11V3.5a1.5 1.5 0 0 1 3 0V11M14 11V4.5a1.5 1.5 0 0 1 3 0V12'
-    + 'M17 12V8a1.5 1.5 0 0 1 3 0v6a7 7 0 0 1-7 7h-1a7 7 0 0 1-5.6-2.8L3.6 14.4a1.5 1.5 0 0 1 2.3-1.9L8 15',
-  window: 'M3 6a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2zM3 9h18M6.5 6.5h.01M9.5 6.5h.01',
-  bell: 'M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9M10.3 21a1.94 1.94 0 0 0 3.4 0',
-  bellOff: 'M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9M10.3 21a1.94 1.94 0 0 0 3.4 0M2 2l20 20',
-  mic: 'M12 2a3 3 0 0 0-3 3v7a3 3 0 0 0 6 0V5a3 3 0 0 0-3-3zM19 10v2a7 7 0 0 1-14 0v-2M12 19v3',
-  micOff: 'M12 2a3 3 0 0 0-3 3v7a3 3 0 0 0 6 0V5a3 3 0 0 0-3-3zM19 10v2a7 7 0 0 1-14 0v-2M12 19v3M2 2l20 20',
-  idCard: 'M3 6a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2zM9 11a2 2 0 1 0 0-4 2 2 0 0 0 0 4z'
-    + 'M5.5 16a3.5 3.5 0 0 1 7 0M14 9h4M14 13h4',
-};
-
-function icon(name) {
-  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
-  svg.setAttribute('viewBox', '0 0 24 24');
-  svg.setAttribute('class', 'icon');
-  svg.setAttribute('aria-hidden', 'true');
-  svg.setAttribute('focusable', 'false');
-  const path = document.createElementNS('http://www.w3.org/2000/svg', 'path');
-  path.setAttribute('d', ICON_PATHS[name]);
-  svg.append(path);
-  return svg;
-}
-
-// A status glyph: a drawn icon for the few that fonts lack, text for the rest.
-function glyph(symbol) {
-  return ICON_PATHS[symbol] ? icon(symbol)
-    : h('span', { class: 'status-icon', 'aria-hidden': 'true', text: symbol });
-}
 
 function protectedVideo(className) {
   const video = h('video', {
@@ -136,19 +97,15 @@ function show(sectionId) {
   for (const id of ['start', 'notice', 'desk', 'oral']) $(id).hidden = id !== sectionId;
 }
 
-function timeLabel(date) {
-  return date.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-}
-
 // --- status of a student, never by colour alone ---------------------------------
 
 function statusItems(student, { withHand = true } = {}) {
   const status = student.status ?? {};
   const stats = state.stats.get(student.id);
   const items = [];
-  items.push(student.connected === false
-    ? { kind: 'alert', icon: '⟳', text: t('desk.status.reconnecting') }
-    : { kind: 'ok', icon: '●', text: t('desk.status.connected') });
+  if (student.connected === false) items.push({ kind: 'alert', icon: '⟳', text: t('desk.status.reconnecting') });
+  else if (student.media === false) items.push({ kind: 'alert', icon: '○', text: t('desk.status.media_not_connected') });
+  else items.push({ kind: 'ok', icon: '●', text: t('desk.status.connected') });
   if (student.hand && withHand) items.push({ kind: 'alert', icon: 'hand', text: t('desk.status.hand') });
   if (status.page_hidden) items.push({ kind: 'alert', icon: 'window', text: t('desk.status.page_hidden') });
   for (const device of ['camera', 'microphone', 'screen']) {
@@ -159,7 +116,7 @@ function statusItems(student, { withHand = true } = {}) {
       text: t(`desk.status.${device}_${on ? 'on' : 'off'}`),
     });
   }
-  if (student.connected !== false && stats?.quality) {
+  if (student.connected !== false && student.media !== false && stats?.quality) {
     const quality = stats.quality;
     items.push({
       kind: quality === 'good' ? 'ok' : quality === 'fair' ? 'warn' : 'alert',
@@ -264,7 +221,7 @@ function createTile(student) {
 
 function updateTile(tile, student) {
   tile.root.classList.toggle('hand-raised', Boolean(student.hand));
-  tile.root.classList.toggle('disconnected', student.connected === false);
+  tile.root.classList.toggle('disconnected', student.connected === false || student.media === false);
   tile.name.textContent = student.name;
   tile.hand.hidden = !student.hand;
   tile.hand.replaceChildren(icon('hand'), ` ${t('desk.status.hand')}`);
@@ -719,47 +676,7 @@ function downloadIncidents() {
   setResult('incidents-result', () => t('desk.incidents.downloaded'));
 }
 
-// --- alerts ----------------------------------------------------------------------
-
-function alertText(entry) {
-  const kind = ALERT_KINDS.has(entry.kind) ? t(`desk.alert.${entry.kind}`) : t('desk.alert.other', { kind: entry.kind });
-  return { name: entry.name, kind };
-}
-
-function onAlert(message) {
-  if (typeof message.student_id !== 'string') return;
-  const entry = {
-    seq: ++state.alertSeq,
-    studentId: message.student_id,
-    name: nameOf(message.student_id),
-    kind: String(message.kind ?? ''),
-    at: new Date(),
-  };
-  state.alerts.unshift(entry);
-  state.alerts.length = Math.min(state.alerts.length, MAX_ALERTS);
-  renderAlerts();
-  const { name, kind } = alertText(entry);
-  $('alert-live').textContent = t('desk.alert.announce', { name, kind });
-  beep();
-}
-
-function renderAlerts() {
-  const items = () => state.alerts.map((entry) => {
-    const { name, kind } = alertText(entry);
-    const button = h('button', { type: 'button', class: 'alert-entry', 'data-student': entry.studentId },
-      entry.kind === 'hand_raised' ? icon('hand') : h('span', { class: 'alert-icon', 'aria-hidden': 'true', text: '⚠' }),
-      h('span', { class: 'alert-what' }, h('strong', { text: name }), ' ', kind),
-      h('span', { class: 'alert-time', text: timeLabel(entry.at) }));
-    button.addEventListener('click', () => goToStudent(entry.studentId));
-    return h('li', {}, button);
-  });
-  $('alert-list').replaceChildren(...items());
-  $('oral-alert-list').replaceChildren(...items());
-  $('alerts-empty').hidden = state.alerts.length > 0;
-  $('oral-alerts-empty').hidden = state.alerts.length > 0;
-  $('alerts-clear').hidden = state.alerts.length === 0;
-  renderSoundToggle();
-}
+// --- alerts (the panel itself is alerts.js) -------------------------------------
 
 function goToStudent(studentId) {
   if (state.oral) {
@@ -779,38 +696,8 @@ function goToStudent(studentId) {
   tile.root.classList.add('flash');
 }
 
-function renderSoundToggle() {
-  const button = $('sound-toggle');
-  button.setAttribute('aria-pressed', String(state.soundOn));
-  button.replaceChildren(
-    icon(state.soundOn ? 'bell' : 'bellOff'),
-    ` ${t('desk.alerts.sound')}`,
-    h('span', {
-      class: 'toggle-state',
-      'aria-hidden': 'true',
-      text: ` (${t(state.soundOn ? 'desk.common.on' : 'desk.common.off')})`,
-    }));
-}
-
-function beep() {
-  if (!state.soundOn || !state.audioContext) return;
-  const now = performance.now();
-  if (now - state.lastBeep < BEEP_MIN_GAP_MS) return;
-  state.lastBeep = now;
-  const context = state.audioContext;
-  if (context.state === 'suspended') context.resume().catch(() => {});
-  const start = context.currentTime + 0.01;
-  const oscillator = context.createOscillator();
-  const gain = context.createGain();
-  oscillator.type = 'sine';
-  oscillator.frequency.setValueAtTime(660, start);
-  oscillator.frequency.exponentialRampToValueAtTime(520, start + 0.3);
-  gain.gain.setValueAtTime(0.0001, start);
-  gain.gain.exponentialRampToValueAtTime(0.06, start + 0.03);
-  gain.gain.exponentialRampToValueAtTime(0.0001, start + 0.35);
-  oscillator.connect(gain).connect(context.destination);
-  oscillator.start(start);
-  oscillator.stop(start + 0.4);
+function onAlert(message) {
+  if (typeof message.student_id === 'string') addAlert(message, nameOf(message.student_id));
 }
 
 // --- media: one RTCPeerConnection, slot transceivers in protocol order ---------------
@@ -1008,8 +895,7 @@ function endEverything() {
   state.focusedId = null;
   state.roster = { slots: 0, students: [], queue: 0 };
   renderRoster();
-  state.alerts = [];
-  renderAlerts();
+  clearAlerts();
   state.incidents = [];
   state.incidentsDownloaded = true;
   renderIncidents();
@@ -1137,11 +1023,7 @@ function onStats(message) {
 
 async function begin(name) {
   state.name = name;
-  try {
-    state.audioContext = new AudioContext();
-  } catch {
-    state.audioContext = null;
-  }
+  startAlertSound();
   const sig = new Signalling({ token: state.token, name });
   state.sig = sig;
   sig.addEventListener('state', () => {
@@ -1291,17 +1173,7 @@ function wire() {
     if (!back.disabled && back.offsetParent !== null) back.focus();
   });
 
-  $('sound-toggle').addEventListener('click', () => {
-    state.soundOn = !state.soundOn;
-    renderSoundToggle();
-    if (state.soundOn) beep();
-  });
-  $('alerts-clear').addEventListener('click', () => {
-    state.alerts = [];
-    renderAlerts();
-    $('alerts-heading').setAttribute('tabindex', '-1');
-    $('alerts-heading').focus();
-  });
+  wireAlerts({ goToStudent });
   $('oral-mic').addEventListener('click', toggleOralMic);
   $('incident-form').addEventListener('submit', (event) => {
     event.preventDefault();
