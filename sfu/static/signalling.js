@@ -41,11 +41,12 @@
 // with backoff from 0.5 s up to 5 s, presenting `resume` (held only in this
 // object's memory, never in storage). It stops for good on close codes
 // 4000 (exam ended), 4001 (link refused), 4002 (session ended by the surveillant),
-// 4003 (replaced by a newer connection) and 4010 (left), and when a reconnect's
+// 4003 (replaced by a newer connection), 4004 (released: media did not come up in time)
+// and 4010 (left), and when a reconnect's
 // hello is refused because the link or the exam is no longer valid.
 
 const PROTOCOL_VERSION = 1;
-const FINAL_CLOSE_CODES = new Set([4000, 4001, 4002, 4003, 4010]);
+const FINAL_CLOSE_CODES = new Set([4000, 4001, 4002, 4003, 4004, 4010]);
 const FINAL_ERROR_CODES = new Set(['link_invalid', 'link_expired', 'exam_ended']);
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 5000;

@@ -484,6 +484,7 @@ function signallingState(signalling, state) {
     if (code === 4000) end('exam');
     else if (code === 4002) end('session');
     else if (code === 4003) end('replaced');
+    else if (code === 4004) end('media');
     else if (code === 4010) end('left');
     else end('lost');
   }
@@ -657,6 +658,7 @@ const ENDINGS = {
   session: ['student.ended_session_heading', 'student.ended_session_text'],
   exam: ['student.ended_exam_heading', 'student.ended_exam_text'],
   replaced: ['student.ended_replaced_heading', 'student.ended_replaced_text'],
+  media: ['student.ended_media_heading', 'student.ended_media_text'],
   lost: ['student.ended_lost_heading', 'student.ended_lost_text'],
 };
 
