@@ -5,11 +5,10 @@ its keep-alive timeout, counts no connections per client, logs a traceback quoti
 the request line for every malformed request, and answers it without the security
 headers and with a Server header naming its version. Here:
 
-- every connection goes through a GuardedConnection, made by the loop when it
-  accepts the socket: over `connections_per_address` open connections from one
+- a GuardedSite accepts the connections itself, so it knows the peer before
+  anything is read: over `connections_per_address` open connections from one
   address (IPv6: one /64, as the join limit counts) it is closed at once, before
-  any TLS handshake (TLS is done here with `loop.start_tls`, so that a handshake
-  is counted and bounded too);
+  any TLS handshake; a TLS handshake gets `header_timeout` to finish;
 - a request head must arrive within `header_timeout` of the connection (after its
   handshake) or of the previous response; an idle keep-alive connection is closed
   after as long. This is aiohttp's keep-alive timer, which closes a connection that
@@ -22,12 +21,14 @@ headers and with a Server header naming its version. Here:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -90,7 +91,19 @@ class AddressCounter:
 
 
 class QuietRequestHandler(RequestHandler):
-    """aiohttp's protocol with its error responses hardened: headers on, client bytes out."""
+    """aiohttp's protocol with its error responses hardened (headers on, client bytes out),
+    which gives its connection's place back when the connection closes."""
+
+    def __init__(self, manager: web.Server, *, on_lost: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The connection closed: aiohttp cleans up, the address has one connection less."""
+        try:
+            super().connection_lost(exc)
+        finally:
+            self._on_lost()
 
     def handle_error(
         self,
@@ -115,135 +128,27 @@ class QuietRequestHandler(RequestHandler):
 
 
 class GuardedServer(web.Server):
-    """aiohttp's Server, with each accepted socket behind a GuardedConnection."""
+    """aiohttp's Server whose connections are QuietRequestHandlers with the header timeout."""
 
-    def __init__(
-        self,
-        handler: Any,
-        *,
-        limits: HttpLimits,
-        tls: ssl.SSLContext | None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, handler: Any, *, limits: HttpLimits, **kwargs: Any) -> None:
         super().__init__(handler, keepalive_timeout=limits.header_timeout, **kwargs)
         self.limits = limits
-        self.tls = tls
         self.admission = AddressCounter(limits.connections_per_address)
-        self.handshaking: set[GuardedConnection] = set()
 
-    def __call__(self) -> GuardedConnection:  # type: ignore[override]
-        return GuardedConnection(self)
+    def __call__(self) -> QuietRequestHandler:
+        return self.handler_for(lambda: None)
 
-    def new_handler(self) -> QuietRequestHandler:
-        """The HTTP protocol for one admitted connection."""
-        return QuietRequestHandler(self, loop=self._loop, **self._kwargs)
-
-    def pre_shutdown(self) -> None:
-        """Close connections still in their TLS handshake, then the rest as aiohttp does."""
-        for connection in list(self.handshaking):
-            connection.abort()
-        super().pre_shutdown()
-
-
-class GuardedConnection(asyncio.Protocol):
-    """One accepted socket: counted per address, TLS done here, then aiohttp's protocol behind it."""
-
-    def __init__(self, server: GuardedServer) -> None:
-        self._server = server
-        self._handler: QuietRequestHandler | None = None
-        self._key: str | None = None
-        self._transport: asyncio.Transport | None = None
-        self._handshake: asyncio.Task[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Admit the socket (or close it), then start TLS or HTTP."""
-        transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport instances
-        peer = transport.get_extra_info("peername")
-        key = self._server.admission.acquire(str(peer[0])) if peer else None
-        if key is None:
-            _refused.count("over the cap" if peer else "no peer address")
-            transport.close()
-            return
-        self._key = key
-        self._transport = transport
-        if self._server.tls is None:
-            self._start(transport)
-        else:
-            self._server.handshaking.add(self)
-            self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport))
-
-    async def _start_tls(self, transport: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
-        tls = self._server.tls
-        assert tls is not None
-        try:
-            secured = await loop.start_tls(
-                transport, self, tls, server_side=True, ssl_handshake_timeout=self._server.limits.header_timeout
-            )
-        except Exception:  # a failed or slow handshake: the client's problem, not worth a line
-            transport.abort()
-            self._release()
-            return
-        finally:
-            self._server.handshaking.discard(self)
-            self._handshake = None
-        if secured is None or secured.is_closing():
-            self._release()
-            return
-        self._start(secured)
-
-    def _start(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._handler = self._server.new_handler()
-        self._handler.connection_made(transport)
-
-    def abort(self) -> None:
-        """Drop the connection now (server shutdown)."""
-        if self._handshake is not None:
-            self._handshake.cancel()
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _release(self) -> None:
-        if self._key is not None:
-            self._server.admission.release(self._key)
-            self._key = None
-
-    # -- asyncio.Protocol, passed on to aiohttp once it runs ---------------------------
-
-    def data_received(self, data: bytes) -> None:
-        if self._handler is not None:
-            self._handler.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._handler.eof_received() if self._handler is not None else None
-
-    def pause_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._release()
-        if self._handshake is not None:
-            self._handshake.cancel()
-        if self._handler is not None:
-            self._handler.connection_lost(exc)
-            self._handler = None
+    def handler_for(self, on_lost: Callable[[], None]) -> QuietRequestHandler:
+        """The HTTP protocol for one admitted connection; `on_lost` is called once it closes."""
+        return QuietRequestHandler(self, loop=self._loop, on_lost=on_lost, **self._kwargs)
 
 
 class GuardedRunner(web.AppRunner):
-    """aiohttp's AppRunner serving through a GuardedServer."""
+    """aiohttp's AppRunner serving through a GuardedServer (use it with a GuardedSite)."""
 
-    def __init__(
-        self, app: web.Application, *, limits: HttpLimits, tls: ssl.SSLContext | None, **kwargs: Any
-    ) -> None:
+    def __init__(self, app: web.Application, *, limits: HttpLimits, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._limits = limits
-        self._tls = tls
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # starts the app; gives its handler and request factory
@@ -252,9 +157,134 @@ class GuardedRunner(web.AppRunner):
             request_factory=plain.request_factory,
             loop=asyncio.get_running_loop(),
             limits=self._limits,
-            tls=self._tls,
             **self._kwargs,
         )
+
+
+class GuardedSite(web.BaseSite):
+    """Listens on `host` and `port` (or on a bound `sock`) and accepts connections itself.
+
+    Accepting here, not in the loop's server, gives the peer's address before
+    anything is read: a connection over the cap is closed before any TLS
+    handshake, and an admitted one gets `header_timeout` for its handshake.
+    """
+
+    def __init__(
+        self,
+        runner: GuardedRunner,
+        host: str | None = None,
+        port: int = 0,
+        *,
+        sock: socket.socket | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int = 128,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._listeners = [sock] if sock is not None else []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return ", ".join(f"{scheme}://{_printable(s.getsockname())}" for s in self._listeners)
+
+    async def start(self) -> None:
+        """Bind (unless given a socket) and start accepting."""
+        await super().start()
+        if not self._listeners:
+            self._listeners = _bind(self._host, self._port, self._backlog)
+        else:
+            self._listeners[0].listen(self._backlog)
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            listener.setblocking(False)
+            self._own(loop.create_task(self._accept(listener)))
+
+    async def stop(self) -> None:
+        """Stop accepting, drop handshakes in progress, close the listening sockets."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for listener in self._listeners:
+            listener.close()
+        await super().stop()
+
+    def _own(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert isinstance(server, GuardedServer)
+        while True:
+            try:
+                connection, peer = await loop.sock_accept(listener)
+            except OSError as error:  # EMFILE and the like: the README says how to avoid it
+                _refused.count(f"accept failed ({errno.errorcode.get(error.errno or 0, 'OSError')})")
+                await asyncio.sleep(0.1)
+                continue
+            key = server.admission.acquire(str(peer[0]))
+            if key is None:
+                _refused.count("over the cap")
+                connection.close()
+                continue
+            self._own(loop.create_task(self._serve(server, connection, key)))
+
+    async def _serve(self, server: GuardedServer, connection: socket.socket, key: str) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                server.admission.release(key)
+
+        # From here the loop owns the socket, and closes it if the handshake fails.
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: server.handler_for(release),
+                connection,
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=server.limits.header_timeout if self._ssl_context else None,
+            )
+        except asyncio.CancelledError:
+            release()
+            raise
+        except Exception:  # a failed or slow handshake: the client's problem, not worth a line
+            release()
+
+
+def _bind(host: str | None, port: int, backlog: int) -> list[socket.socket]:
+    """Listening sockets for every address `host` resolves to, as the loop's create_server binds them."""
+    listeners: list[socket.socket] = []
+    seen: set[Any] = set()
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            if address in seen:
+                continue
+            seen.add(address)
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+            listener.listen(backlog)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def _printable(address: Any) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def run(
@@ -272,11 +302,11 @@ def run(
 
     async def serve() -> None:
         runner = GuardedRunner(
-            app, limits=limits, tls=tls, handle_signals=True, shutdown_timeout=shutdown_timeout, access_log=None
+            app, limits=limits, handle_signals=True, shutdown_timeout=shutdown_timeout, access_log=None
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await GuardedSite(runner, host, port, ssl_context=tls).start()
             on_ready()
             await asyncio.Event().wait()  # until a signal raises GracefulExit
         finally:
