@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
 import socket
 import ssl
 from collections.abc import Callable
@@ -287,6 +288,33 @@ def _printable(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+FILE_LIMIT = 65536
+"""File descriptors `invigil serve` asks for: connections, WebSockets and media sockets all take one."""
+
+LOW_FILE_LIMIT = 4096
+"""Below this, eight addresses at the default cap hold every descriptor: worth a warning."""
+
+
+def raise_file_limit(wanted: int = FILE_LIMIT) -> int:
+    """Raise this process's soft file-descriptor limit towards `wanted` (as far as the hard limit
+    allows) and warn when it stays below LOW_FILE_LIMIT; returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < LOW_FILE_LIMIT:
+        logger.warning(
+            "the file-descriptor limit is %d: a few hundred open connections can lock everyone out; "
+            "set LimitNOFILE=%d (systemd) or ulimit -n %d",
+            soft,
+            wanted,
+            wanted,
+        )
+    return soft
+
+
 def run(
     app: web.Application,
     *,
@@ -299,6 +327,8 @@ def run(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     """Serve `app` until SIGINT or SIGTERM, as aiohttp's run_app does but through the guard."""
+
+    raise_file_limit()
 
     async def serve() -> None:
         runner = GuardedRunner(
