@@ -44,12 +44,16 @@ class LogSummary:
         self._counts: Counter[str] = Counter()
         self._window_end: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def count(self, kind: str) -> None:
         """Count one failure of `kind` (an exception type and a place, never client data)."""
         self.total += 1
         now = time.monotonic()
-        if self._window_end is not None and now >= self._window_end:
+        if self._window_end is not None and _running_loop() is not self._loop:
+            # The timer was set on a loop that is gone (or none): write what it counted, start afresh.
+            self.close()
+        elif self._window_end is not None and now >= self._window_end:
             self.flush()
         if self._window_end is None:
             self.logger.log(
@@ -91,13 +95,18 @@ class LogSummary:
 
     def _start_window(self, now: float) -> None:
         self._window_end = now + self.interval
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop: the next failure after the interval logs the summary
-        self._timer = loop.call_later(self.interval, self.flush)
+        self._loop = _running_loop()
+        if self._loop is not None:  # else the next failure after the interval logs the summary
+            self._timer = self._loop.call_later(self.interval, self.flush)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

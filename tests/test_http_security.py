@@ -364,3 +364,21 @@ async def test_the_limit_refuses_even_before_the_link_is_read(server: Any) -> No
         assert reply["code"] == "rate_limited"
         await client.close()
         assert client.closed_code in (None, 1000)
+
+
+def test_open_connections_are_counted_per_address_and_forgotten_when_closed() -> None:
+    """The connection cap counts as the join limit does (an IPv6 /64 is one address) and keeps
+    an address only while it has a connection open."""
+    from sfu.http_guard import AddressCounter
+
+    counter = AddressCounter(limit=2)
+    first = counter.acquire("2001:db8:1:2::1")
+    second = counter.acquire("2001:db8:1:2:ffff::9")
+    assert first is not None and second is not None
+    assert counter.acquire("2001:db8:1:2::77") is None
+    assert counter.acquire("2001:db8:1:3::1") is not None
+    counter.release(first)
+    assert counter.acquire("2001:db8:1:2::1") is not None
+    for key in ("2001:db8:1:2::/64", "2001:db8:1:2::/64", "2001:db8:1:3::/64"):
+        counter.release(key)
+    assert len(counter) == 0
