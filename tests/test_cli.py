@@ -383,9 +383,12 @@ async def _healthz(port: int, *, local: str = "127.0.0.1", tls: bool = False) ->
 
 async def test_slow_and_idle_connections_are_closed_after_the_header_timeout() -> None:
     """Slowloris: a head trickling in a line at a time is cut at the header timeout, and so is a
-    connection that sends nothing and one left idle after a request; the server still serves."""
+    connection that sends nothing and one left idle after a request; the server still serves,
+    and a WebSocket (an exam lasts hours) is not cut."""
     serve, port = await _serving("--header-timeout", "1")
+    session = aiohttp.ClientSession()
     try:
+        websocket = await session.ws_connect(f"ws://127.0.0.1:{port}/ws")
         trickling = await asyncio.open_connection("127.0.0.1", port)
         silent = await asyncio.open_connection("127.0.0.1", port)
         idle = await asyncio.open_connection("127.0.0.1", port)
@@ -406,7 +409,12 @@ async def test_slow_and_idle_connections_are_closed_after_the_header_timeout() -
         for _, writer in (trickling, silent, idle):
             writer.close()
         assert await _healthz(port) == 200
+        await websocket.send_json({"type": "hello", "v": 1, "token": "forged"})
+        reply = await websocket.receive_json(timeout=10)
+        assert reply["type"] == "error" and not websocket.closed
+        await websocket.close()
     finally:
+        await session.close()
         returncode, stderr = await serve.stop()
     assert returncode == 0, stderr
 
