@@ -41,7 +41,8 @@ async def _exams_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(config: ServerConfig) -> web.Application:
     """Build the whole Invigil application for `config` (used by `invigil serve` and the tests)."""
-    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024)
+    app.on_response_prepare.append(security_headers)
     app[CONFIG] = config
     app[REGISTRY] = ExamRegistry(config)
     app[JOIN_LIMITER] = AddressLimiter()

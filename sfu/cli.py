@@ -14,11 +14,12 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from .assignment import MAX_CAP, MIN_CAP
 from .config import IceServer, ServerConfig
+from .http_guard import CONNECTIONS_PER_ADDRESS, HEADER_TIMEOUT, HttpLimits
 from .tls import TlsSetup, server_ssl_context
 
 SECRET_ENV = "INVIGIL_SECRET"
@@ -172,14 +173,25 @@ def _cap(text: str) -> int:
     return int(text)
 
 
-def _media_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not 1.0 <= seconds <= 3600.0:
-        raise argparse.ArgumentTypeError("must be a number of seconds from 1 to 3600")
+def _seconds_between(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of seconds from `low` to `high`."""
+
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a number of seconds from {low:g} to {high:g}")
+        return value
+
     return seconds
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise argparse.ArgumentTypeError("must be a number from 1 to 1000000")
+    return int(text)
 
 
 def _ice_server(text: str) -> IceServer:
@@ -227,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--student-media-timeout",
         metavar="SECONDS",
-        type=_media_seconds,
+        type=_seconds_between(1, 3600),
         default=60.0,
         help="a placed student whose media is not up within this time is released (default %(default)s)",
     )
@@ -241,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-url",
         metavar="URL",
         help="address browsers use, for the links (default: the scheme, host and port served)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds_between(0.1, 3600),
+        default=HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection whose request head has not arrived within this time, "
+        "or that stays idle as long (default %(default)s)",
+    )
+    serve.add_argument(
+        "--connections-per-address",
+        type=_positive,
+        default=CONNECTIONS_PER_ADDRESS,
+        metavar="N",
+        help="open HTTP connections one address (an IPv6 /64) may hold (default %(default)s)",
     )
     return parser
 
@@ -278,9 +305,8 @@ def drop_client_address(record: logging.LogRecord) -> bool:
 
 
 def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from aiohttp import web
-
     from .app import creator_link, make_app
+    from .http_guard import run
 
     try:
         secret, generated = secret_from_env(environ)
@@ -304,20 +330,21 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     app = make_app(config)
     link = creator_link(app)
 
-    def announce(_aiohttp_banner: str = "", **_: object) -> None:
-        # Called by run_app once the server listens, in place of its own banner.
+    def announce() -> None:
+        # Called once the server listens.
         _print_ready(config, tls, link)
         # Everything imported and built so far lives as long as the process: keep the
         # cyclic collector from walking it again and again while media flows.
         gc.freeze()
 
-    web.run_app(
+    limits = HttpLimits(args.header_timeout, args.connections_per_address)
+    run(
         app,
         host=args.host,
         port=args.port,
-        ssl_context=tls.context if tls else None,
-        print=announce,
-        access_log=None,
+        tls=tls.context if tls else None,
+        limits=limits,
+        on_ready=announce,
         shutdown_timeout=SHUTDOWN_SECONDS,
         loop=loop,
     )

@@ -40,6 +40,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .log_summary import LogSummary
 from .python_reader import MAX_QUEUED, PythonReader
 from .srtp import DatagramBuffer
 
@@ -74,11 +75,18 @@ NATIVE = NativeReader is not None and os.environ.get("INVIGIL_NATIVE_LANES", "1"
 else PythonReader, the reference. INVIGIL_NATIVE_LANES=0 turns both off."""
 
 
+_failures = LogSummary(logger, "a datagram could not be handled", level=logging.ERROR)
+
+
 def _log_failure(error: BaseException) -> None:
-    """One datagram failed: log only what and where, since the message may quote the datagram or an address."""
+    """One datagram failed: count what and where, since the message may quote the datagram or an address.
+
+    Anyone can send malformed datagrams (STUN with a wrong attribute length), so
+    they are summarised (sfu/log_summary.py) rather than logged one by one.
+    """
     frames = traceback.extract_tb(error.__traceback__)
-    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "native code"
-    logger.error("a datagram could not be handled: %s at %s", type(error).__name__, where)
+    where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "native code"
+    _failures.count(f"{type(error).__name__} at {where}")
 
 
 class MediaPoller:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import MutableMapping
 
 from aiohttp import web
 
@@ -29,29 +29,22 @@ def permissions_for(path: str) -> str:
     return NO_DEVICES
 
 
-@web.middleware
-async def security_headers(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Add the headers to every response, errors included."""
-    try:
-        response = await handler(request)
-    except web.HTTPException as error:
-        response = error
-        _decorate(request, response)
-        raise
-    _decorate(request, response)
-    return response
+SERVER_NAME = "Invigil"
+"""The Server header: the product, not the library and its version (aiohttp would name both)."""
 
 
-def _decorate(request: web.Request, response: web.StreamResponse) -> None:
-    if response.prepared:
-        return
-    headers = response.headers
+async def security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response of the app gets the headers, errors and upgrades included."""
+    add_security_headers(response.headers, request.path)
+
+
+def add_security_headers(headers: MutableMapping[str, str], path: str) -> None:
+    """The security headers for a response to `path`; also used for the HTTP parser's own errors."""
     headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     headers["Referrer-Policy"] = "no-referrer"
-    headers["Permissions-Policy"] = permissions_for(request.path)
+    headers["Permissions-Policy"] = permissions_for(path)
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
     headers["Cache-Control"] = "no-store"
+    headers["Server"] = SERVER_NAME

@@ -360,3 +360,155 @@ async def test_serve_self_signed_prints_the_fingerprint_it_serves() -> None:
     finally:
         returncode, stderr = await serve.stop()
     assert returncode == 0, stderr
+
+
+# --- the HTTP front of a real `invigil serve`: slow clients, many connections, bad requests --------
+
+
+async def _serving(*options: str) -> tuple[ServeProcess, int]:
+    port = _free_port()
+    serve = await _start_serve("--port", str(port), *options, env=_child_env(INVIGIL_SECRET="k" * 32))
+    await serve.wait_for_link()
+    return serve, port
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Read until the server closes the connection (True) or resets it."""
+    try:
+        while await reader.read(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+async def _healthz(port: int, *, local: str = "127.0.0.1", tls: bool = False) -> int:
+    scheme = "https" if tls else "http"
+    connector = aiohttp.TCPConnector(local_addr=(local, 0), ssl=False if tls else None)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(f"{scheme}://127.0.0.1:{port}/healthz") as response:
+            return response.status
+
+
+async def test_slow_and_idle_connections_are_closed_after_the_header_timeout() -> None:
+    """Slowloris: a head trickling in a line at a time is cut at the header timeout, and so is a
+    connection that sends nothing and one left idle after a request; the server still serves,
+    and a WebSocket (an exam lasts hours) is not cut."""
+    serve, port = await _serving("--header-timeout", "1")
+    session = aiohttp.ClientSession()
+    try:
+        websocket = await session.ws_connect(f"ws://127.0.0.1:{port}/ws")
+        trickling = await asyncio.open_connection("127.0.0.1", port)
+        silent = await asyncio.open_connection("127.0.0.1", port)
+        idle = await asyncio.open_connection("127.0.0.1", port)
+        idle[1].write(b"GET /healthz HTTP/1.1\r\nHost: invigil\r\n\r\n")
+        assert (await idle[0].readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+
+        async def trickle() -> None:
+            trickling[1].write(b"GET /healthz HTTP/1.1\r\n")
+            for number in range(10_000):
+                trickling[1].write(b"X-%d: y\r\n" % number)
+                await asyncio.sleep(0.2)
+
+        async with asyncio.timeout(30), asyncio.TaskGroup() as group:
+            sending = group.create_task(trickle())
+            closed = await asyncio.gather(*(_closed_by_server(r) for r, _ in (trickling, silent, idle)))
+            sending.cancel()
+        assert closed == [True, True, True]
+        for _, writer in (trickling, silent, idle):
+            writer.close()
+        assert await _healthz(port) == 200
+        await websocket.send_json({"type": "hello", "v": 1, "token": "forged"})
+        reply = await websocket.receive_json(timeout=10)
+        assert reply["type"] == "error" and not websocket.closed
+        await websocket.close()
+    finally:
+        await session.close()
+        returncode, stderr = await serve.stop()
+    assert returncode == 0, stderr
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+async def test_one_address_holds_at_most_the_cap_and_other_addresses_are_still_served(tls: bool) -> None:
+    """The N+1th open connection from one address is closed at once (before any TLS handshake),
+    while 127.0.0.2 is served; closing one of the N lets the address in again."""
+    cap = 4
+    serve, port = await _serving(
+        "--connections-per-address", str(cap), "--header-timeout", "120", *(["--self-signed"] if tls else [])
+    )
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        client_tls = ssl.create_default_context()
+        client_tls.check_hostname, client_tls.verify_mode = False, ssl.CERT_NONE
+        for _ in range(cap):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls if tls else None)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: invigil\r\n\r\n")
+            assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+            held.append((reader, writer))
+
+        # One more, as plain TCP that says nothing: an admitted one would wait 120 s for its head.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        async with asyncio.timeout(20):
+            assert await _closed_by_server(reader)
+        writer.close()
+
+        assert await _healthz(port, local="127.0.0.2", tls=tls) == 200
+
+        held.pop()[1].close()
+
+        async def admitted() -> bool:
+            try:
+                return await _healthz(port, tls=tls) == 200
+            except aiohttp.ClientError:
+                return False
+
+        async with asyncio.timeout(20):
+            while not await admitted():
+                await asyncio.sleep(0.1)
+    finally:
+        for _, writer in held:
+            writer.close()
+        returncode, stderr = await serve.stop()
+    assert returncode == 0, stderr
+    assert "refused a connection over the per-address cap" in stderr
+    assert "127.0.0.1" not in stderr.replace(f"http{'s' if tls else ''}://127.0.0.1:{port}", "")
+
+
+MARKER = b"SeCrEtMaRkEr"
+MALFORMED = (
+    b"GET /" + MARKER + b"\x01 HTTP/1.1\r\nHost: invigil\r\n\r\n",  # a control character in the path
+    b"G\x01T /" + MARKER + b" HTTP/1.1\r\n\r\n",  # a bad method
+    b"GET /" + MARKER + b" HTTP/9.Q\r\nHost: invigil\r\n\r\n",  # a bad version
+    b"GET / HTTP/1.1\r\nHost: invigil\r\nX-" + MARKER + b": " + MARKER * 1000 + b"\r\n\r\n",  # a header too long
+    b"POST /join/upload-check HTTP/1.1\r\nHost: invigil\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + MARKER + b"\r\n0\r\n\r\n",  # bad chunking
+)
+
+
+async def _raw_request(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    async with asyncio.timeout(20):
+        response = await reader.read()
+    writer.close()
+    return response
+
+
+async def test_malformed_requests_are_counted_not_logged_nor_quoted() -> None:
+    """A malformed request costs a client a few bytes: the log gets no traceback and no client
+    bytes (one summary line per interval), and the 400 does not quote them back either."""
+    serve, port = await _serving()
+    try:
+        for _ in range(20):
+            for request in MALFORMED:
+                response = await _raw_request(port, request)
+                assert response.split(b"\r\n", 1)[0].split(b" ", 1)[1] == b"400 Bad Request", response
+                assert MARKER not in response
+        assert await _healthz(port) == 200
+    finally:
+        returncode, stderr = await serve.stop()
+    assert returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert MARKER.decode() not in stderr
+    lines = [line for line in stderr.splitlines() if "malformed HTTP request" in line]
+    assert 1 <= len(lines) <= 2, stderr

@@ -1,4 +1,4 @@
-"""HTTP hardening: security headers on every response, and the join limit per address."""
+"""HTTP hardening: security headers on every response (the parser's own errors too), and the join limit per address."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from sfu.app import JOIN_LIMITER
 from sfu.rate_limit import AddressLimiter
+from sfu.security_headers import CONTENT_SECURITY_POLICY, NO_DEVICES
 from tests.peers import Client
 from tests.test_sfu_forwarding import create_exam, token
 
@@ -94,6 +95,7 @@ async def test_every_response_carries_the_security_headers(server: Any, path: st
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers.getall("Content-Security-Policy") == [headers["Content-Security-Policy"]]
+    assert headers.getall("Server") == ["Invigil"], "the server names no library nor version"
     assert "Set-Cookie" not in headers, "Invigil sets no cookies"
 
     permissions = parse_permissions(headers["Permissions-Policy"])
@@ -140,6 +142,55 @@ async def test_pages_load_nothing_from_elsewhere_and_run_no_inline_code(server: 
                 if reference.startswith("#"):
                     continue  # a link within the page (skip link)
                 assert reference.startswith("/") and not reference.startswith("//"), (page, reference)
+
+
+async def test_the_websocket_upgrade_names_no_library_either(server: Any) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(server.url.replace("http", "ws", 1) + "/ws") as socket:
+            upgrade = socket._response.headers
+    assert upgrade.getall("Server") == ["Invigil"]
+    assert upgrade["X-Content-Type-Options"] == "nosniff"
+
+
+# -- errors of the HTTP parser itself, on a real `invigil serve` ---------------------------------
+
+PARSER_ERRORS = {
+    "oversized header": b"GET /join/ HTTP/1.1\r\nHost: invigil\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
+    "bad version": b"GET /join/ HTTP/9.Q\r\nHost: invigil\r\n\r\n",
+    "bad chunking": b"POST /join/upload-check HTTP/1.1\r\nHost: invigil\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"zz\r\n0\r\n\r\n",
+}
+
+
+def _head(response: bytes) -> tuple[str, dict[str, list[str]]]:
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers: dict[str, list[str]] = {}
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return head[0], headers
+
+
+async def test_parser_errors_carry_the_security_headers_and_name_no_library() -> None:
+    """The 400s aiohttp's parser answers before any route runs: same headers as every response."""
+    from tests.test_cli import _raw_request, _serving
+
+    serve, port = await _serving()
+    try:
+        for case, request in PARSER_ERRORS.items():
+            status, headers = _head(await _raw_request(port, request))
+            assert " 400 " in status, (case, status)
+            assert headers.get("content-security-policy") == [CONTENT_SECURITY_POLICY], case
+            assert headers.get("referrer-policy") == ["no-referrer"], case
+            assert headers.get("x-content-type-options") == ["nosniff"], case
+            assert headers.get("x-frame-options") == ["DENY"], case
+            assert headers.get("permissions-policy") == [NO_DEVICES], case
+            assert headers.get("server") == ["Invigil"], case
+        status, headers = _head(await _raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: invigil\r\nConnection: close\r\n\r\n"))
+        assert " 200 " in status and headers.get("server") == ["Invigil"]
+    finally:
+        returncode, stderr = await serve.stop()
+    assert returncode == 0, stderr
 
 
 # -- the join limit ----------------------------------------------------------------------------
@@ -313,3 +364,21 @@ async def test_the_limit_refuses_even_before_the_link_is_read(server: Any) -> No
         assert reply["code"] == "rate_limited"
         await client.close()
         assert client.closed_code in (None, 1000)
+
+
+def test_open_connections_are_counted_per_address_and_forgotten_when_closed() -> None:
+    """The connection cap counts as the join limit does (an IPv6 /64 is one address) and keeps
+    an address only while it has a connection open."""
+    from sfu.http_guard import AddressCounter
+
+    counter = AddressCounter(limit=2)
+    first = counter.acquire("2001:db8:1:2::1")
+    second = counter.acquire("2001:db8:1:2:ffff::9")
+    assert first is not None and second is not None
+    assert counter.acquire("2001:db8:1:2::77") is None
+    assert counter.acquire("2001:db8:1:3::1") is not None
+    counter.release(first)
+    assert counter.acquire("2001:db8:1:2::1") is not None
+    for key in ("2001:db8:1:2::/64", "2001:db8:1:2::/64", "2001:db8:1:3::/64"):
+        counter.release(key)
+    assert len(counter) == 0
