@@ -36,6 +36,7 @@ from . import rtcp
 from .config import IceServer
 from .forward import Leg
 from .lane import Destination, Inbox, open_lane
+from .links import CAP_MAX
 from .media_socket import DATAGRAM_SIZE, MediaDatagramTransport, adopt
 from .publication import Publication
 from .rtp_header import extension_value
@@ -50,7 +51,8 @@ ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RTCP_INTERVAL = 1.0
 REMB_BITRATE = 3_000_000
-MAX_OFFER_MEDIA = 3 * 50 + 2
+MAX_OFFER_MEDIA = 3 * CAP_MAX + 2
+"""A desk at the largest cap: three m-lines per place, and its own voice and camera."""
 MAX_OFFER_CANDIDATES = 32
 """Distinct ICE candidates an offer may carry. A browser offers a handful (host, server-
 reflexive, relay); the SFU sends connectivity checks to each, so a longer list would let a
