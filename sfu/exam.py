@@ -243,7 +243,18 @@ class Exam:
         except AssignmentError as error:
             raise ProtocolError(error.code) from None
         self.cap = cap
+        self._fit_slots(cap)
         self.apply(moves)
+
+    def _fit_slots(self, cap: int) -> None:
+        """Move students placed at or above `cap` onto free lower places: the desks re-offer with
+        `cap` places, so a higher one would have no tracks (a surveillant has at most `cap` students)."""
+        for surveillant, slots in self.slots.items():
+            for student in sorted(s for s, slot in slots.items() if slot >= cap):
+                del slots[student]
+                slot = self._free_slot(surveillant)
+                slots[student] = slot
+                self.media.route(student, surveillant, slot)
 
     # -- what everyone is told ------------------------------------------------
 

@@ -29,12 +29,20 @@ from .links import (
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 16 * 1024
 MAX_SDP_FRAME_BYTES = 64 * 1024
-"""Only `offer` frames (they carry SDP) may be larger than MAX_FRAME_BYTES, up to this."""
+"""Only `offer` frames (they carry SDP) may be larger than MAX_FRAME_BYTES: a student's up to
+this, a desk's up to `offer_frame_limit(sdp_limit("surveillant", cap))`."""
 
 NAME_MAX = 60
 TEXT_MAX = 500
 REASON_MAX = 300
 SDP_MAX = 60_000
+"""The longest SDP a student (five m-lines) or a desk with few places may offer, in characters."""
+DESK_SDP_BASE = 20_000
+DESK_SDP_PER_PLACE = 5_000
+"""A desk offers three m-lines per place. Measured per place, VP8 and Opus only as the desk
+asks: Chromium 156 3,133 characters, Firefox 153 3,568 (3,811 between 20 and 50 places);
+Firefox without codec preferences 4,454. The base holds the session part, the desk's own
+voice and camera, and up to MAX_OFFER_CANDIDATES candidates."""
 RESUME_MAX = 128
 MESSAGE_ID_MAX = 2**31 - 1
 
@@ -179,9 +187,29 @@ def _token(value: object) -> Any:
     return value if isinstance(value, str) and len(value) <= MAX_TOKEN_CHARS else _BAD
 
 
+def sdp_limit(role: Role | None, cap: int) -> int:
+    """The longest SDP `role` may offer in an exam whose cap is `cap`: a desk's grows with the cap."""
+    if role != "surveillant":
+        return SDP_MAX
+    return max(SDP_MAX, DESK_SDP_BASE + DESK_SDP_PER_PLACE * min(max(cap, CAP_MIN), CAP_MAX))
+
+
+def offer_frame_limit(sdp_max: int) -> int:
+    """The largest offer frame for an SDP of at most `sdp_max` characters: MAX_SDP_FRAME_BYTES to
+    SDP_MAX, in proportion (JSON writes each CRLF as four bytes: Chromium's offers grow by 5%)."""
+    return max(MAX_SDP_FRAME_BYTES, sdp_max * MAX_SDP_FRAME_BYTES // SDP_MAX)
+
+
+LARGEST_SDP = sdp_limit("surveillant", CAP_MAX)
+LARGEST_FRAME_BYTES = offer_frame_limit(LARGEST_SDP)
+"""The largest frame anyone may send (a desk's offer at CAP_MAX): the WebSocket's message limit.
+The role is known only after `hello`, so each frame is held to its sender's limit when parsed."""
+
+
 def _sdp(value: object) -> Any:
     # SDP lines end in CRLF, so only NUL and lone surrogates are refused here; aiortc parses the rest.
-    if not isinstance(value, str) or not 1 <= len(value) <= SDP_MAX:
+    # The sender's own limit (sdp_limit) is checked in parse_client_message.
+    if not isinstance(value, str) or not 1 <= len(value) <= LARGEST_SDP:
         return _BAD
     return value if _SDP_FORBIDDEN.search(value) is None else _BAD
 
@@ -270,15 +298,15 @@ def role_may_send(role: Role | None, message_type: str) -> bool:
     return senders is not None and role in senders
 
 
-def _load(raw: str | bytes) -> tuple[object, int]:
-    """The decoded JSON value and the frame's size in bytes; `malformed` or `too_large` if not."""
+def _load(raw: str | bytes, limit: int) -> tuple[object, int]:
+    """The decoded JSON value and the frame's size in bytes; `malformed`, or `too_large` over `limit`."""
     if isinstance(raw, str):
         # A character is at least one byte: a long string is too large before we encode it.
-        size = len(raw) if len(raw) > MAX_SDP_FRAME_BYTES else len(raw.encode("utf-8", "surrogatepass"))
+        size = len(raw) if len(raw) > limit else len(raw.encode("utf-8", "surrogatepass"))
         text = raw
     elif isinstance(raw, (bytes, bytearray)):
         size = len(raw)
-        if size > MAX_SDP_FRAME_BYTES:
+        if size > limit:
             raise ProtocolError("too_large")
         decoded = _decode_utf8(bytes(raw))
         if decoded is None:
@@ -286,7 +314,7 @@ def _load(raw: str | bytes) -> tuple[object, int]:
         text = decoded
     else:
         raise ProtocolError("malformed")
-    if size > MAX_SDP_FRAME_BYTES:
+    if size > limit:
         raise ProtocolError("too_large")
     value = _decode_json(text)
     if value is _BAD:
@@ -308,16 +336,17 @@ def _decode_json(text: str) -> object:
         return _BAD
 
 
-def parse_client_message(raw: str | bytes, role: Role | None) -> dict[str, Any]:
+def parse_client_message(raw: str | bytes, role: Role | None, sdp_max: int = SDP_MAX) -> dict[str, Any]:
     """Check one client frame against protocol v1 and return it normalised.
 
-    `role` is the sender's role, or None before a successful `hello`. The result
+    `role` is the sender's role, or None before a successful `hello`; `sdp_max` the
+    longest SDP this sender may offer (`sdp_limit`), which also bounds the frame. The result
     holds `type`, `id` (the client's message id, or None) and every field of that
     type (optional ones absent from the frame are None); text fields are stripped.
     Raises ProtocolError with the first rule broken, carrying the message id as
     `ref` once it is known.
     """
-    message, size = _load(raw)
+    message, size = _load(raw, offer_frame_limit(sdp_max))
     if not isinstance(message, dict):
         raise ProtocolError("malformed")
 
@@ -355,4 +384,6 @@ def parse_client_message(raw: str | bytes, role: Role | None) -> dict[str, Any]:
         if value is _BAD:
             raise ProtocolError("invalid", ref, name)
         result[name] = value
+    if message_type == "offer" and len(result["sdp"]) > sdp_max:
+        raise ProtocolError("invalid", ref, "sdp")
     return result

@@ -36,6 +36,7 @@ from . import rtcp
 from .config import IceServer
 from .forward import Leg
 from .lane import Destination, Inbox, open_lane
+from .links import CAP_MAX
 from .media_socket import DATAGRAM_SIZE, MediaDatagramTransport, adopt
 from .publication import Publication
 from .rtp_header import extension_value
@@ -50,7 +51,13 @@ ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RTCP_INTERVAL = 1.0
 REMB_BITRATE = 3_000_000
-MAX_OFFER_MEDIA = 3 * 50 + 2
+MAX_OFFER_MEDIA = 3 * CAP_MAX + 2
+"""A desk at the largest cap: three m-lines per place, and its own voice and camera."""
+TRANSCEIVERS_PER_TURN = 8
+"""Transceivers set up between turns of the event loop. aiortc spends about 1 ms on each (a
+receiver builds a bitrate estimator), and answering a cap-50 desk takes 170-250 ms of CPU in
+all: in one go it held every exam's forwarding for about 200 ms, with turns for about 100 ms
+(setRemoteDescription is the largest piece left; load_tests/desk_answer.py)."""
 MAX_OFFER_CANDIDATES = 32
 """Distinct ICE candidates an offer may carry. A browser offers a handful (host, server-
 reflexive, relay); the SFU sends connectivity checks to each, so a longer list would let a
@@ -189,22 +196,25 @@ class MediaPeer:
     async def answer(self, offer_sdp: str) -> str:
         """Take the participant's offer and return the SFU's answer (VP8 and Opus only)."""
         check_offer(offer_sdp, self.layout)
-        for spec in self.layout:
+        codecs = {
+            kind: [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() == mime.lower()]
+            for kind, mime in CODEC_BY_KIND.items()
+        }
+        for index, spec in enumerate(self.layout):
+            if index % TRANSCEIVERS_PER_TURN == 0:
+                await asyncio.sleep(0)
             transceiver = self.pc.addTransceiver(spec.kind, direction="recvonly" if spec.receives else "sendonly")
-            transceiver.setCodecPreferences(
-                [
-                    codec
-                    for codec in RTCRtpSender.getCapabilities(spec.kind).codecs
-                    if codec.mimeType.lower() == CODEC_BY_KIND[spec.kind].lower()
-                ]
-            )
+            transceiver.setCodecPreferences(codecs[spec.kind])
             self.transceivers[spec.name] = transceiver
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if len(self.pc.getTransceivers()) != len(self.layout):
             raise ValueError("offer did not match the layout")
         if self.passthrough:
             self._prepare_fast_path()
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        await asyncio.sleep(0)
+        answer = await self.pc.createAnswer()
+        await asyncio.sleep(0)
+        await self.pc.setLocalDescription(answer)
         if self.passthrough:
             self._build_routes()
         return self.pc.localDescription.sdp

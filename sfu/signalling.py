@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 
 from .exam import CLOSE_REPLACED, Exam
 from .links import Capability, LinkError
-from .messages import MAX_SDP_FRAME_BYTES, ProtocolError, parse_client_message
+from .messages import LARGEST_FRAME_BYTES, ProtocolError, parse_client_message, sdp_limit
 from .participant import Participant
 from .rate_limit import AddressLimiter, TokenBucket
 from .registry import ExamRegistry
@@ -106,8 +106,10 @@ class Connection:
             await self.fail(ProtocolError("rate_limited"))
             return
         role = self.capability.role if self.capability is not None else None
+        # A desk's offer has three m-lines per place: its limit follows the exam's cap.
+        sdp_max = sdp_limit(role, self.exam.cap if self.exam is not None else 0)
         try:
-            message = parse_client_message(frame.data, role)
+            message = parse_client_message(frame.data, role, sdp_max)
             await self.dispatch(message)
         except ProtocolError as error:
             if self.capability is None and error.code in ("link_invalid", "link_expired", "exam_ended"):
@@ -379,7 +381,9 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: the signalling socket."""
     from .app import JOIN_LIMITER, REGISTRY
 
-    socket = web.WebSocketResponse(max_msg_size=MAX_SDP_FRAME_BYTES, heartbeat=15.0, compress=False)
+    # The role is known only after `hello`: the socket takes the largest frame anyone may send,
+    # and parse_client_message holds each frame to its sender's own limit.
+    socket = web.WebSocketResponse(max_msg_size=LARGEST_FRAME_BYTES, heartbeat=15.0, compress=False)
     await socket.prepare(request)
     connection = Connection(socket, request.app[REGISTRY], request.app[JOIN_LIMITER], request.remote or "")
     code = 1000

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from sfu.app import REGISTRY
+from sfu.messages import LARGEST_FRAME_BYTES
 from tests.peers import Client
 from tests.test_sfu_forwarding import create_exam, token
 
@@ -237,7 +238,8 @@ async def test_messages_before_hello_are_refused(server: Any) -> None:
 
 async def test_oversized_frame_closes_only_that_socket(live_exam: dict[str, Any]) -> None:
     student = live_exam["student"]
-    await student.socket.send_str(json.dumps({"type": "status", "v": 1, "camera": True, "pad": "x" * 100_000}))
+    # Over the largest frame anyone may send (a cap-50 desk's offer); smaller ones are answered too_large.
+    await student.socket.send_str(json.dumps({"type": "status", "v": 1, "camera": True, "pad": "x" * LARGEST_FRAME_BYTES}))
     await wait_closed(student)
     assert student.closed_code == 1009
     roster = live_exam["desk"].latest("roster")
