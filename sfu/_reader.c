@@ -15,7 +15,9 @@
  * read only from a sender the socket was told is the remote end of a checked ICE pair
  * (MediaSocket.permit); the rest is dropped and counted (strangers_dropped) before any
  * lane or Python sees it: one stranger's forged DTLS alert would otherwise end a
- * participant's handshake. For a packet of the nominated pair this costs one compare.
+ * participant's handshake. For a packet of the nominated pair this costs one compare:
+ * load_tests.hot_path at 40/5, eight runs alternated with the version before, measured
+ * 3.4-5.2 µs per forwarded packet (median 4.0) against 3.7-4.6 (median 4.0) on a busy machine.
  *
  * Measured at 40 students / 5 surveillants, 120 s runs alternated with the version
  * before it (together with lanes reading audio levels themselves): the SFU's CPU
