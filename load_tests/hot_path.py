@@ -112,6 +112,7 @@ async def run(students: int, surveillants: int, packets: int) -> dict[str, float
         outbound = FastSrtp(srtp_session(key, inbound=False))
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sender.bind(("127.0.0.1", 0))
+        transport.permit(sender.getsockname())  # as aioice's check of the student's pair does
         watcher, _ = watchers[index % surveillants]
         slot = index // surveillants
         for number, (source, kind, rate, size) in enumerate(TRACKS):

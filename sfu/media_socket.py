@@ -13,6 +13,12 @@ SRTP decrypts it in place (valid until the next read); anything else (STUN,
 DTLS) goes to the ICE protocol as before, as bytes with the sender's address.
 What is sent during a turn leaves at its end, one burst per socket.
 
+Only STUN is read from anyone. Every other datagram is read only from the remote end
+of a checked ICE pair of the socket's connection (`permit`, called by sfu/peer.py as
+aioice checks pairs) and otherwise dropped and counted (`strangers_dropped`), never
+logged: aioice would queue a stranger's datagram for DTLS, and one forged alert would
+end the participant's handshake.
+
 The turn itself is the reader's: sfu/_reader.c where the extension is built,
 which also forwards every packet of a steady route through its lane without
 entering Python, else sfu/python_reader.py, the reference.
@@ -209,6 +215,19 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
     def sends_dropped(self) -> int:
         """Datagrams dropped because the socket's buffer (or a turn's queue) was full."""
         return self.reader_socket.sends_dropped
+
+    @property
+    def strangers_dropped(self) -> int:
+        """Non-STUN datagrams dropped because no checked ICE pair has their sender's address."""
+        return self.reader_socket.strangers_dropped
+
+    def permit(self, address: tuple[Any, ...]) -> None:
+        """Read non-STUN datagrams from `address` (host, port), the remote end of a checked ICE pair.
+
+        ValueError if it is not a numeric address of the socket's family.
+        """
+        host = address[0].split("%", 1)[0] if isinstance(address[0], str) else address[0]
+        self.reader_socket.permit((host, address[1]))
 
     # -- called by the reader ------------------------------------------------------
 

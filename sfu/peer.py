@@ -7,14 +7,17 @@ decrypted where they landed, handed to their publication, and legs send through
 the subscriber's SRTP session and nominated ICE pair. Once a route is steady, a
 native lane (sfu/lane.py) does all of that per packet in one call. RTCP
 (keyframe requests, NACK, receiver reports, REMB) is ours too (sfu/rtcp.py
-reads what peers send).
+reads what peers send). Before any of that, an ICE socket takes nothing but STUN
+except from the remote end of a pair aioice has checked (sfu/checked_senders.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from aiortc.rtp import (
 from aiortc.sdp import SessionDescription
 
 from . import rtcp
+from .checked_senders import LAST_STUN_BYTE, CheckedSenders, watch_checked_pairs
 from .config import IceServer
 from .forward import Leg
 from .lane import Destination, Inbox, open_lane
@@ -188,6 +192,8 @@ class MediaPeer:
         self._rtcp_task: asyncio.Task[None] | None = None
         self._last_sender_report: dict[int, tuple[int, float]] = {}
         self._on_closed = on_closed
+        self._fallback_senders: dict[Any, CheckedSenders] = {}
+        self._sender_checks: list[Any] = []  # what counts this peer's strangers_dropped
         self.closed = False
         self.pc.on("connectionstatechange", self._on_state)
 
@@ -227,7 +233,32 @@ class MediaPeer:
             transceiver.receiver.receive = _not_started
         connections = {id(t.receiver.transport.transport.iceGatherer._connection): t for t in self.pc.getTransceivers()}
         for transceiver in connections.values():
-            _read_host_sockets_ourselves(transceiver.receiver.transport.transport.iceGatherer._connection)
+            connection = transceiver.receiver.transport.transport.iceGatherer._connection
+            _read_host_sockets_ourselves(connection)
+            watch_checked_pairs(connection, self._pair_checked)
+
+    def _pair_checked(self, pair: Any) -> None:
+        """aioice checked `pair`: its socket now reads DTLS and media from the pair's remote address."""
+        transport = pair.protocol.transport
+        senders = transport if isinstance(transport, MediaDatagramTransport) else self._senders_of(pair.protocol)
+        try:
+            senders.permit(pair.remote_addr)
+        except ValueError:
+            pass  # not a numeric address (aioice resolves names first): nothing from it is read
+
+    def _senders_of(self, protocol: Any) -> CheckedSenders:
+        """Whom an ICE socket the SFU does not read itself (a TURN relay) takes non-STUN datagrams from."""
+        senders = self._fallback_senders.get(protocol)
+        if senders is None:
+            version = ipaddress.ip_address(protocol.local_candidate.host).version
+            senders = CheckedSenders(socket.AF_INET6 if version == 6 else socket.AF_INET)
+            self._fallback_senders[protocol] = senders
+        return senders
+
+    @property
+    def strangers_dropped(self) -> int:
+        """Non-STUN datagrams this peer's ICE sockets dropped: sent from no checked pair's address."""
+        return sum(check.strangers_dropped for check in self._sender_checks)
 
     def _build_routes(self) -> None:
         remote = SessionDescription.parse(self.pc.remoteDescription.sdp)
@@ -282,16 +313,22 @@ class MediaPeer:
 
     def _hook(self, protocol: Any) -> None:
         """Take SRTP/SRTCP datagrams off this ICE socket before aiortc sees them: through the
-        MediaPoller's handler where the socket was adopted, else by wrapping the protocol."""
+        MediaPoller's handler where the socket was adopted, else by wrapping the protocol
+        (which then also drops what strangers send, as the reader does)."""
         transport = protocol.transport
         if isinstance(transport, MediaDatagramTransport):
             transport.media_handler = self._receive_media
             transport.inbox = self._inbox  # where the reader in C finds this peer's lanes
+            self._sender_checks.append(transport.reader_socket)
             return
         original = protocol.datagram_received
         buffer = DatagramBuffer(DATAGRAM_SIZE)
+        senders = self._senders_of(protocol)
+        self._sender_checks.append(senders)
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            if data and data[0] > LAST_STUN_BYTE and not senders.admits(addr):
+                return
             if data and 127 < data[0] < 192 and len(data) < len(buffer.memory):
                 buffer.memory[: len(data)] = data
                 self._receive_media(buffer, len(data))

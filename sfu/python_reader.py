@@ -4,8 +4,10 @@ A reader holds one event loop's media sockets behind one epoll. A turn reads eve
 ready socket in rounds (one datagram from each, then ask the epoll again, at most
 `rounds` per socket), hands each datagram to its transport
 (sfu/media_socket.py: media to the peer, the rest to ICE), and sends what was sent
-meanwhile at the end, in order, at most MAX_QUEUED per socket. The reader in C does
-the same, and forwards a steady route's packets through its lane on its own;
+meanwhile at the end, in order, at most MAX_QUEUED per socket. Only STUN is read from
+any sender; anything else only from the remote end of a checked ICE pair (`permit`),
+the rest is dropped and counted (sfu/checked_senders.py). The reader in C does the
+same, and forwards a steady route's packets through its lane on its own;
 tests/test_media_socket.py runs on both.
 """
 
@@ -15,6 +17,7 @@ import select
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .checked_senders import LAST_STUN_BYTE, CheckedSenders
 from .srtp import DatagramBuffer
 
 if TYPE_CHECKING:
@@ -24,12 +27,12 @@ MAX_QUEUED = 4096
 """Datagrams held back per socket during one turn; more are dropped (as sfu/_reader.c's MAX_QUEUED)."""
 
 
-class PythonSocket:
+class PythonSocket(CheckedSenders):
     """One socket of a PythonReader: the reference for sfu._lane.MediaSocket."""
 
     def __init__(self, reader: PythonReader, fileno: int, family: int, transport: MediaDatagramTransport) -> None:
+        super().__init__(family)
         self.fileno = fileno
-        self.family = family
         self.closed = False
         self.inbox: Any = None  # only the reader in C forwards through a peer's lanes
         self.sends_dropped = 0
@@ -52,6 +55,8 @@ class PythonSocket:
             return
         if size >= room or not size or transport is None:
             return  # cut short by the buffer: no WebRTC packet is this long
+        if buffer.memory[0] > LAST_STUN_BYTE and not self.admits(address):
+            return  # not STUN, and from no checked ICE pair: counted
         transport._received(size, address)
 
     def sendto(self, data: Any, address: Any) -> None:

@@ -169,11 +169,15 @@ class ExamMedia:
     # -- figures and the end -------------------------------------------------------
 
     def track_stats(self, student: str) -> dict[str, Any]:
-        """Live figures of a student's tracks for their surveillant's tiles."""
+        """Live figures of a student's tracks for their surveillant's tiles, and of their connection."""
         peer = self.peers.get(student)
         if peer is None:
             return {}
-        return {name: publication.stats.snapshot(publication.kind) for name, publication in peer.publications.items()}
+        figures: dict[str, Any] = {
+            name: publication.stats.snapshot(publication.kind) for name, publication in peer.publications.items()
+        }
+        figures["connection"] = {"strangers_dropped": peer.strangers_dropped}
+        return figures
 
     async def remove_participant(self, participant: str) -> None:
         """Close a participant's connection and every route through it."""

@@ -11,6 +11,7 @@ import asyncio
 import fractions
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -201,9 +202,13 @@ class StudentPeer:
         for kind in ("audio", "video"):
             _prefer(self.pc.addTransceiver(kind, direction="recvonly"), kind)
 
-    async def connect(self, client: Client) -> None:
+    async def connect(self, client: Client, on_answer: Callable[[str], Any] | None = None) -> None:
+        """Offer, and take the server's answer; `on_answer(sdp)` runs in between (the answer is
+        known, the connection not yet started)."""
         answer = await client.request({"type": "offer", "sdp": await _gathered(self.pc)})
         assert answer["type"] == "answer", answer
+        if on_answer is not None:
+            on_answer(answer["sdp"])
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         transceivers = self.pc.getTransceivers()
         self._tasks.append(asyncio.ensure_future(self.voice.pump(transceivers[3].receiver.track)))

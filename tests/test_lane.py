@@ -174,17 +174,21 @@ class ReaderRoute(Route):
     def __init__(self, kind: str, inbound: Any, outbound: Any, receiver: socket.socket) -> None:
         super().__init__(kind, outbound.transport, receiver.getsockname())
         self.student._hook(inbound)
+        self.inbound = inbound.transport
         self._address = inbound.transport.get_extra_info("sockname")
         self._poller = inbound.transport._poller
         self._sender = plain_socket()
+        self.stranger = plain_socket()
+        self.inbound.permit(self._sender.getsockname())  # as aioice's check of the student's pair would
 
-    def feed(self, datagram: bytes) -> None:
-        self._sender.sendto(datagram, self._address)  # loopback: queued on the socket at once
+    def feed(self, datagram: bytes, sender: socket.socket | None = None) -> None:
+        (sender or self._sender).sendto(datagram, self._address)  # loopback: queued on the socket at once
         assert self._poller.turn()
         self.levels.append(self.publication.stats.audio_level)
 
     def close(self) -> None:
         self._sender.close()
+        self.stranger.close()
 
 
 async def run_route_through_reader(kind: str, datagrams: list[bytes]) -> dict[str, Any]:
@@ -410,6 +414,99 @@ def test_forged_datagrams_on_a_steady_route_change_nothing(junk: list[tuple[int,
     clean = run_route("video", datagrams, enabled=False)
     for key in ("delivered", "stats", "leg", "history", "received"):
         assert with_junk[key] == clean[key], key
+
+
+@needs_extension
+async def test_a_steady_route_takes_nothing_from_a_stranger_not_even_its_own_packets() -> None:
+    """The student's own SRTP packets, sent from an address no checked ICE pair has: the reader
+    in C drops and counts them before any lane sees them; from the checked address the same
+    packets then go through as on the Python path."""
+    with lanes(True):
+        inbound, outbound, receiver = await adopted_endpoint(), await adopted_endpoint(), plain_socket()
+        route = ReaderRoute("video", inbound, outbound, receiver)
+        datagrams = protected("video", [(1, False, "right", 0, True, 0, 300, i == 0, 0) for i in range(20)])
+        for datagram in datagrams[:10]:
+            route.feed(datagram)
+        for datagram in datagrams[10:]:
+            route.feed(datagram, sender=route.stranger)
+        assert route.inbound.strangers_dropped == 10 and route.student.packets_received == 10
+        assert len(drained(receiver)) == 10 and route.leg.packets_sent == 10
+        for datagram in datagrams[10:]:
+            route.feed(datagram)
+        result = route.outcome(drained(receiver), route.publication.lane is not None)
+        route.close()
+        for closable in (inbound.transport, outbound.transport, receiver):
+            closable.close()
+    python = run_route("video", datagrams, enabled=False)
+    assert result["delivered"] == python["delivered"][10:] and result["stats"] == python["stats"]
+    assert result["received"] == 20 and result["lane_opened"] and result["python_path"] == 1
+
+
+class Taker:
+    """Stands in for a MediaDatagramTransport under a bare reader: keeps what it is handed."""
+
+    def __init__(self, sock: socket.socket, buffer: DatagramBuffer) -> None:
+        self._sock = sock
+        self._buffer = buffer
+        self.taken: list[tuple[bytes, tuple[Any, ...]]] = []
+
+    def _received(self, size: int, address: Any) -> None:
+        self.taken.append((bytes(self._buffer.memory[:size]), address))
+
+    def _socket_error(self, number: int) -> None:
+        raise AssertionError(f"socket error {number}")
+
+
+def read_with(reader_type: Any, events: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Run `events` (permit a sender, or send a datagram from one) through a bare reader."""
+    buffer = DatagramBuffer(2048)
+    reader = reader_type(buffer, 64, lambda error: None)
+    sock = plain_socket()
+    taker = Taker(sock, buffer)
+    media_socket = reader.register(sock.fileno(), socket.AF_INET, taker)
+    senders = [plain_socket() for _ in range(3)]
+    names = {sender.getsockname(): index for index, sender in enumerate(senders)}
+    for event in events:
+        if event[0] == "permit":
+            media_socket.permit(senders[event[1]].getsockname())
+        else:
+            _, index, first, size = event
+            senders[index].sendto(bytes([first]) + bytes(size), sock.getsockname())
+            reader.turn()
+    result = {
+        "taken": [(data, names[address]) for data, address in taker.taken],
+        "strangers_dropped": media_socket.strangers_dropped,
+        "permitted": [names[address] for address in media_socket.permitted],
+    }
+    reader.close()
+    for closable in (sock, *senders):
+        closable.close()
+    return result
+
+
+reader_events = st.lists(
+    st.one_of(
+        st.tuples(st.just("permit"), st.integers(0, 2)),
+        st.tuples(st.just("send"), st.integers(0, 2), st.sampled_from([0, 1, 3, 4, 20, 21, 22, 63, 64, 127, 128, 191, 192, 255]),
+                  st.integers(0, 40)),
+    ),
+    max_size=40,
+)
+
+
+@needs_extension
+@settings(max_examples=60, deadline=None)
+@given(events=reader_events)
+def test_the_readers_agree_on_whom_they_read_from(events: list[tuple[Any, ...]]) -> None:
+    """The reader in C and PythonReader take, drop and count the same datagrams: STUN from
+    anyone, the rest only from a permitted sender."""
+    from sfu.python_reader import PythonReader
+
+    native = read_with(sfu.media_socket.NativeReader, events)
+    python = read_with(PythonReader, events)
+    assert native == python
+    sent = [event for event in events if event[0] == "send"]
+    assert len(python["taken"]) + python["strangers_dropped"] == len(sent)
 
 
 @needs_extension

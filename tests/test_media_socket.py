@@ -85,16 +85,23 @@ def client(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.sock
     return sock
 
 
+def checked_client(transport: MediaDatagramTransport) -> socket.socket:
+    """A socket the transport reads everything from, as if aioice had checked a pair with it."""
+    sock = client()
+    transport.permit(sock.getsockname())
+    return sock
+
+
 def poke(transport: MediaDatagramTransport) -> None:
-    """Send the transport one RTP-like datagram, from a socket closed at once."""
-    with client() as sender:
+    """Send the transport one RTP-like datagram, from a checked socket closed at once."""
+    with checked_client(transport) as sender:
         sender.sendto(RTP_LIKE, transport.get_extra_info("sockname"))
 
 
 async def test_the_socket_keeps_its_port_and_non_media_reaches_the_protocol_with_the_sender_address() -> None:
     protocol, transport = await adopted()
     port = transport.get_extra_info("sockname")[1]
-    sender = client()
+    sender = checked_client(transport)
     sender.sendto(STUN_LIKE, ("127.0.0.1", port))
     sender.sendto(RTP_LIKE, ("127.0.0.1", port))  # no media handler yet: the protocol gets it too
     await until(lambda: len(protocol.datagrams) == 2)
@@ -122,7 +129,7 @@ async def test_media_goes_to_the_handler_and_only_media() -> None:
     protocol, transport = await adopted()
     media: list[bytes] = []
     transport.media_handler = copies_into(media)
-    sender = client()
+    sender = checked_client(transport)
     address = transport.get_extra_info("sockname")
     for datagram in (RTP_LIKE, STUN_LIKE, b"\x16\xfe\xfd" + bytes(20), b"\xbf" + bytes(20), b"\xc0" + bytes(20)):
         sender.sendto(datagram, address)
@@ -131,6 +138,86 @@ async def test_media_goes_to_the_handler_and_only_media() -> None:
     assert [data[:1] for data, _ in protocol.datagrams] == [b"\x00", b"\x16", b"\xc0"]
     transport.close()
     sender.close()
+
+
+DTLS_ALERT = b"\x15\xfe\xfd" + bytes(8) + b"\x00\x02\x02\x28"  # epoch 0: anyone can forge it
+NOT_STUN = [DTLS_ALERT, b"\x16\xfe\xfd" + bytes(40), RTP_LIKE, b"\xbf" + bytes(20), b"\x04", b"\x40" + bytes(9),
+            b"\xc0" + bytes(20), b"\xff" * 30]
+"""A datagram of every kind RFC 7983 names, and of none, whose first byte says it is not STUN."""
+
+
+async def test_before_any_pair_is_checked_only_stun_is_read_and_the_rest_is_counted() -> None:
+    protocol, transport = await adopted()
+    media: list[bytes] = []
+    transport.media_handler = copies_into(media)
+    stranger = client()
+    address = transport.get_extra_info("sockname")
+    for datagram in [STUN_LIKE, *NOT_STUN, b"\x03" + bytes(19)]:
+        stranger.sendto(datagram, address)
+    await until(lambda: len(protocol.datagrams) == 2)
+    await until(lambda: transport.strangers_dropped == len(NOT_STUN))
+    assert [data for data, _ in protocol.datagrams] == [STUN_LIKE, b"\x03" + bytes(19)]
+    assert media == [] and transport.reader_socket.permitted == []
+    transport.close()
+    stranger.close()
+
+
+async def test_a_checked_sender_is_read_and_strangers_still_are_not() -> None:
+    protocol, transport = await adopted()
+    media: list[bytes] = []
+    transport.media_handler = copies_into(media)
+    checked, stranger = client(), client()
+    transport.permit(checked.getsockname())
+    address = transport.get_extra_info("sockname")
+    for datagram in NOT_STUN:
+        stranger.sendto(datagram, address)
+        checked.sendto(datagram, address)
+    stranger.sendto(STUN_LIKE, address)
+    await until(lambda: len(media) + len(protocol.datagrams) == len(NOT_STUN) + 1)
+    await until(lambda: transport.strangers_dropped == len(NOT_STUN))
+    assert media == [RTP_LIKE, b"\xbf" + bytes(20)]
+    assert [(data, sender == checked.getsockname()) for data, sender in protocol.datagrams] == [
+        (DTLS_ALERT, True), (b"\x16\xfe\xfd" + bytes(40), True), (b"\x04", True), (b"\x40" + bytes(9), True),
+        (b"\xc0" + bytes(20), True), (b"\xff" * 30, True), (STUN_LIKE, False),
+    ]
+    transport.close()
+    checked.close()
+    stranger.close()
+
+
+async def test_permit_takes_numeric_addresses_of_the_socket_family_and_keeps_the_newest_sixteen() -> None:
+    protocol, transport = await adopted()
+    for wrong in [("localhost", 5000), ("::1", 5000), ("127.0.0.1", 70000), ("127.0.0.1", -1), ("1.2.3", 5)]:
+        with pytest.raises(ValueError):
+            transport.permit(wrong)
+    assert transport.reader_socket.permitted == []
+    transport.permit(("192.0.2.1", 5000))
+    transport.permit(("192.0.2.1", 5000))  # once is enough
+    assert transport.reader_socket.permitted == [("192.0.2.1", 5000)]
+    for port in range(1, 17):
+        transport.permit(("192.0.2.2", port))
+    assert transport.reader_socket.permitted == [("192.0.2.2", port) for port in range(1, 17)]
+    transport.close()
+
+
+async def test_an_ipv6_sender_is_matched_however_its_address_is_written() -> None:
+    try:
+        protocol, transport = await adopted("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    checked = client(socket.AF_INET6, "::1")
+    transport.permit(("0:0:0:0:0:0:0:1", checked.getsockname()[1]))
+    assert transport.reader_socket.permitted == [("::1", checked.getsockname()[1])]
+    with pytest.raises(ValueError):
+        transport.permit(("127.0.0.1", 5000))
+    stranger = client(socket.AF_INET6, "::1")
+    stranger.sendto(DTLS_ALERT, transport.get_extra_info("sockname")[:2])
+    checked.sendto(DTLS_ALERT, transport.get_extra_info("sockname")[:2])
+    await until(lambda: protocol.datagrams and transport.strangers_dropped == 1)
+    assert [(data, sender[:2]) for data, sender in protocol.datagrams] == [(DTLS_ALERT, checked.getsockname()[:2])]
+    transport.close()
+    checked.close()
+    stranger.close()
 
 
 async def test_a_handler_that_fails_on_one_datagram_does_not_stop_the_reader(caplog: Any) -> None:
@@ -143,7 +230,7 @@ async def test_a_handler_that_fails_on_one_datagram_does_not_stop_the_reader(cap
             raise ValueError("a bug in the hot path, from 192.0.2.77")
 
     transport.media_handler = handler
-    sender = client()
+    sender = checked_client(transport)
     for index in range(3):
         sender.sendto(bytes([0x80, index]) + bytes(10), transport.get_extra_info("sockname"))
     await until(lambda: len(seen) == 3)
@@ -205,7 +292,7 @@ async def test_sends_during_a_turn_leave_at_its_end_in_order_and_others_at_once(
         receiver.setblocking(True)
 
     transport.media_handler = echo
-    sender = client()
+    sender = checked_client(transport)
     for index in range(5):
         sender.sendto(bytes([0x80, index]) + bytes(10), transport.get_extra_info("sockname"))
     received = [await asyncio.get_running_loop().run_in_executor(None, receiver.recv, 100) for _ in range(5)]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import socket
+import struct
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -330,5 +334,80 @@ async def test_focus_asks_for_full_quality_and_stats_flow(media_server: Any) -> 
         assert webcam["frames_per_second"] > 0
         assert webcam["ms_since_last_packet"] < 1000
         assert "audio_level" in stats["tracks"][student_id]["microphone"]
+        for closable in (publisher, watcher, student, surveillant):
+            await closable.close()
+
+
+def _dtls_record(content_type: int, sequence: int, body: bytes) -> bytes:
+    """One DTLS 1.2 record of epoch 0, as anyone may write it: no key is needed."""
+    return struct.pack("!BHH", content_type, 0xFEFD, 0) + sequence.to_bytes(6, "big") + struct.pack("!H", len(body)) + body
+
+
+STRANGER_DATAGRAMS = {
+    "a forged alert": [_dtls_record(21, 0, b"\x02\x28")],  # fatal, handshake_failure
+    "garbage records": [_dtls_record(22, n, random.Random(n).randbytes(40)) for n in range(3)],
+}
+
+
+@pytest.mark.parametrize("attack", sorted(STRANGER_DATAGRAMS))
+async def test_a_strangers_dtls_datagrams_during_setup_leave_the_media_up(media_server: Any, attack: str) -> None:
+    """From the SDP answer until the student is connected, another socket on 127.0.0.1 keeps
+    sending DTLS records to every ICE port of the student's answer: the server drops and counts
+    them, and the student's media reaches the surveillant."""
+    from aioice import Candidate
+
+    from sfu.app import REGISTRY
+
+    server = media_server
+    datagrams = STRANGER_DATAGRAMS[attack]
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=1)
+        surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0], "Mevr. Bos", 1)
+        student = Client(session, server.url)
+        assert (await student.connect(token(created["student_link"]), name="Sam"))["type"] == "welcome"
+        publisher = StudentPeer()
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.bind(("127.0.0.1", 0))
+        stranger.setblocking(False)
+        ports: list[tuple[str, int]] = []
+        sent = 0
+
+        async def keep_sending() -> None:
+            nonlocal sent
+            while publisher.pc.connectionState not in ("connected", "failed", "closed"):
+                for address in ports:
+                    for datagram in datagrams:
+                        stranger.sendto(datagram, address)
+                        sent += 1
+                await asyncio.sleep(0.01)
+
+        def answered(sdp: str) -> None:
+            for line in sdp.splitlines():
+                if line.startswith("a=candidate:"):
+                    candidate = Candidate.from_sdp(line[len("a=") :])
+                    if candidate.transport.lower() == "udp" and candidate.type == "host" and "." in candidate.host:
+                        ports.append((candidate.host, candidate.port))
+            assert ports, "the answer names no IPv4 host candidate"
+            for address in ports:  # before the student even starts ICE
+                for datagram in datagrams:
+                    stranger.sendto(datagram, address)
+
+        sender = asyncio.ensure_future(keep_sending())
+        try:
+            await publisher.connect(student, on_answer=answered)
+            tiles = watcher.received[0]
+            await wait_until(lambda: tiles["webcam"].frames >= 10, 15)
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            stranger.close()
+        assert publisher.pc.connectionState == "connected"
+        exam = server.app[REGISTRY].exams[created["exam"]["id"]]
+        peer = next(p for p in exam.media.peers.values() if "webcam" in p.publications)
+        assert peer.strangers_dropped >= len(datagrams) * len(ports)
+        # Counted, not logged, and visible where the desk's figures come from.
+        student_id = surveillant.latest("roster")["students"][0]["id"]
+        stats = await surveillant.wait_for(lambda m: m["type"] == "stats" and student_id in m["tracks"], timeout=5)
+        assert stats["tracks"][student_id]["connection"]["strangers_dropped"] >= len(datagrams) * len(ports)
         for closable in (publisher, watcher, student, surveillant):
             await closable.close()
