@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -29,6 +31,13 @@ MAX_ERRORS = 30
 CLOSE_LINK_REFUSED = 4001
 CLOSE_FLOOD = 4008
 CLOSE_LEFT = 4010
+
+
+def where_it_failed(error: BaseException) -> str:
+    """The exception's type and innermost line, for the log: never its message, which may quote the client."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return type(error).__name__ + place
 
 
 class Closing(Exception):
@@ -106,6 +115,7 @@ class Connection:
             await self.fail(ProtocolError("rate_limited"))
             return
         role = self.capability.role if self.capability is not None else None
+        message: dict[str, Any] | None = None
         try:
             message = parse_client_message(frame.data, role)
             await self.dispatch(message)
@@ -114,6 +124,13 @@ class Connection:
                 await self.reply(error.to_message(), None)
                 raise Closing(4000 if error.code == "exam_ended" else CLOSE_LINK_REFUSED) from None
             await self.fail(error)
+        except Closing:
+            raise
+        except Exception as error:
+            # Our bug, not the client's: answer it and keep the socket, as for any refused message.
+            kind = message["type"] if message is not None else "frame"
+            logger.error("exam %s: %s failed: %s", self.exam.id if self.exam else "-", kind, where_it_failed(error))
+            await self.fail(ProtocolError("internal", message["id"] if message is not None else None, kind))
 
     # -- messages --------------------------------------------------------------
 
