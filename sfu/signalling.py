@@ -20,7 +20,7 @@ from .exam import CLOSE_REPLACED, Exam
 from .links import Capability, LinkError
 from .messages import MAX_SDP_FRAME_BYTES, ProtocolError, parse_client_message
 from .participant import Participant
-from .rate_limit import AddressLimiter, TokenBucket
+from .rate_limit import JoinLimiter, TokenBucket
 from .registry import ExamRegistry
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Connection:
         self,
         socket: web.WebSocketResponse,
         registry: ExamRegistry,
-        join_limiter: AddressLimiter,
+        join_limiter: JoinLimiter,
         address: str,
     ) -> None:
         self.socket = socket
@@ -157,6 +157,8 @@ class Connection:
             capability = self.registry.signer.verify(message["token"], time.time())
         except LinkError as error:
             raise ProtocolError(error.code) from None
+        if capability.exam is not None and not self.join_limiter.allow_exam(capability.exam.exam_id):
+            raise ProtocolError("rate_limited")
         exam = self.registry.open(capability.exam) if capability.exam is not None else None
         name = message.get("name") or ""
         if capability.role in ("student", "surveillant") and not name:
