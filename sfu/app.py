@@ -12,14 +12,14 @@ from pathlib import Path
 from aiohttp import web
 
 from .config import ServerConfig
-from .rate_limit import AddressLimiter
+from .rate_limit import JoinLimiter
 from .registry import ExamRegistry
 from .security_headers import security_headers
 from .signalling import websocket_handler
 
 CONFIG = web.AppKey("config", ServerConfig)
 REGISTRY = web.AppKey("registry", ExamRegistry)
-JOIN_LIMITER = web.AppKey("join_limiter", AddressLimiter)
+JOIN_LIMITER = web.AppKey("join_limiter", JoinLimiter)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -37,6 +37,7 @@ async def root(request: web.Request) -> web.Response:
 async def _exams_lifecycle(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[REGISTRY].close_all()
+    app[JOIN_LIMITER].close()
 
 
 def make_app(config: ServerConfig) -> web.Application:
@@ -45,7 +46,7 @@ def make_app(config: ServerConfig) -> web.Application:
     app.on_response_prepare.append(security_headers)
     app[CONFIG] = config
     app[REGISTRY] = ExamRegistry(config)
-    app[JOIN_LIMITER] = AddressLimiter()
+    app[JOIN_LIMITER] = JoinLimiter()
     app.cleanup_ctx.append(_exams_lifecycle)
     app.router.add_get("/", root)
     app.router.add_get("/ws", websocket_handler)

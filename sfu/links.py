@@ -34,6 +34,13 @@ CONTACT_MAX = 500
 ID_MAX = 64
 TIME_MAX = 2**53
 """Largest accepted unix time: the largest integer a browser's JavaScript holds exactly."""
+LINK_LIFETIME_AFTER_END = 7 * 24 * 3600
+"""How long after its end an exam's links still say "this exam has ended" rather than "expired"."""
+ENDS_AT_MAX = TIME_MAX - LINK_LIFETIME_AFTER_END
+"""Latest end an exam may have at all: its links expire LINK_LIFETIME_AFTER_END later, within TIME_MAX."""
+EXAM_AHEAD_MAX = 31 * 24 * 3600
+"""An exam may end at most this long after it is created (about a month, as long as a creator
+link lives): links are keys, and a key that opens an exam for years is a key that leaks."""
 
 MIN_SECRET_BYTES = 16
 MAX_TOKEN_CHARS = 8192

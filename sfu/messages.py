@@ -15,11 +15,11 @@ from .links import (
     CAP_MAX,
     CAP_MIN,
     CONTACT_MAX,
+    ENDS_AT_MAX,
     EXAM_KINDS,
     ID_MAX,
     MAX_TOKEN_CHARS,
     NOTE_MAX,
-    TIME_MAX,
     TITLE_MAX,
     Role,
     is_id,
@@ -104,6 +104,10 @@ ERROR_TEXT: dict[str, dict[str, str]] = {
     "media_failed": {
         "nl": "De verbinding voor beeld en geluid kon niet worden gemaakt. Controleer je camera en microfoon en laad de pagina opnieuw.",
         "en": "The audio and video connection could not be set up. Check your camera and microphone, then reload the page.",
+    },
+    "internal": {
+        "nl": "Er ging op de server iets mis met dit verzoek. Probeer het opnieuw; lukt het dan niet, laad de pagina opnieuw.",
+        "en": "Something went wrong on the server with this request. Try again; if that fails, reload the page.",
     },
 }
 """The human text of every error code, in Dutch and English."""
@@ -243,7 +247,7 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
         "cap": _Field(_integer(CAP_MIN, CAP_MAX)),
         "note": _Field(_multi_line(0, NOTE_MAX)),
         "contact": _Field(_multi_line(0, CONTACT_MAX)),
-        "ends_at": _Field(_integer(0, TIME_MAX)),
+        "ends_at": _Field(_integer(0, ENDS_AT_MAX)),
         "id_check": _Field(_boolean),
     },
     "add_surveillant": {},

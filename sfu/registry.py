@@ -12,11 +12,8 @@ import time
 
 from .config import ServerConfig
 from .exam import Exam
-from .links import Capability, ExamSettings, LinkSigner, new_exam_id
+from .links import EXAM_AHEAD_MAX, LINK_LIFETIME_AFTER_END, Capability, ExamSettings, LinkSigner, new_exam_id
 from .messages import ProtocolError
-
-LINK_LIFETIME_AFTER_END = 7 * 24 * 3600
-"""How long after its end an exam's links still say "this exam has ended" rather than "expired"."""
 
 
 class ExamRegistry:
@@ -60,9 +57,12 @@ class ExamRegistry:
     def create(
         self, title: str, kind: str, cap: int, note: str, contact: str, ends_at: int, id_check: bool
     ) -> ExamSettings:
-        """Settings for a new exam; the exam itself starts when its first link is used."""
-        if ends_at <= time.time():
-            raise ProtocolError("invalid")
+        """Settings for a new exam; the exam itself starts when its first link is used.
+
+        `invalid` unless it ends in the future and within EXAM_AHEAD_MAX from now."""
+        now = time.time()
+        if not now < ends_at <= now + EXAM_AHEAD_MAX:
+            raise ProtocolError("invalid", detail="ends_at")
         return ExamSettings(
             exam_id=new_exam_id(),
             title=title,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -18,7 +20,7 @@ from .exam import CLOSE_REPLACED, Exam
 from .links import Capability, LinkError
 from .messages import LARGEST_FRAME_BYTES, ProtocolError, parse_client_message, sdp_limit
 from .participant import Participant
-from .rate_limit import AddressLimiter, TokenBucket
+from .rate_limit import JoinLimiter, TokenBucket
 from .registry import ExamRegistry
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,13 @@ MAX_ERRORS = 30
 CLOSE_LINK_REFUSED = 4001
 CLOSE_FLOOD = 4008
 CLOSE_LEFT = 4010
+
+
+def where_it_failed(error: BaseException) -> str:
+    """The exception's type and innermost line, for the log: never its message, which may quote the client."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return type(error).__name__ + place
 
 
 class Closing(Exception):
@@ -46,7 +55,7 @@ class Connection:
         self,
         socket: web.WebSocketResponse,
         registry: ExamRegistry,
-        join_limiter: AddressLimiter,
+        join_limiter: JoinLimiter,
         address: str,
     ) -> None:
         self.socket = socket
@@ -108,6 +117,7 @@ class Connection:
         role = self.capability.role if self.capability is not None else None
         # A desk's offer has three m-lines per place: its limit follows the exam's cap.
         sdp_max = sdp_limit(role, self.exam.cap if self.exam is not None else 0)
+        message: dict[str, Any] | None = None
         try:
             message = parse_client_message(frame.data, role, sdp_max)
             await self.dispatch(message)
@@ -116,6 +126,13 @@ class Connection:
                 await self.reply(error.to_message(), None)
                 raise Closing(4000 if error.code == "exam_ended" else CLOSE_LINK_REFUSED) from None
             await self.fail(error)
+        except Closing:
+            raise
+        except Exception as error:
+            # Our bug, not the client's: answer it and keep the socket, as for any refused message.
+            kind = message["type"] if message is not None else "frame"
+            logger.error("exam %s: %s failed: %s", self.exam.id if self.exam else "-", kind, where_it_failed(error))
+            await self.fail(ProtocolError("internal", message["id"] if message is not None else None, kind))
 
     # -- messages --------------------------------------------------------------
 
@@ -142,6 +159,8 @@ class Connection:
             capability = self.registry.signer.verify(message["token"], time.time())
         except LinkError as error:
             raise ProtocolError(error.code) from None
+        if capability.exam is not None and not self.join_limiter.allow_exam(capability.exam.exam_id):
+            raise ProtocolError("rate_limited")
         exam = self.registry.open(capability.exam) if capability.exam is not None else None
         name = message.get("name") or ""
         if capability.role in ("student", "surveillant") and not name:

@@ -42,6 +42,7 @@ from sfu.app import JOIN_LIMITER, REGISTRY, creator_link, make_app
 from sfu.config import IceServer, ServerConfig
 from sfu.messages import ERROR_TEXT
 from sfu.peer import MediaPeer
+from sfu.rate_limit import Allowance
 from tests.conftest import TEST_SECRET
 from tests.peers import Client, StudentPeer, SurveillantPeer, wait_until
 from tests.test_sfu_forwarding import create_exam, join_student, join_surveillant, token
@@ -78,6 +79,8 @@ FIELDS = {  # as in docs/PROTOCOL.md
     "admit": ("student_id",),
 }
 SENDERS = ("organiser", "surveillant", "student", "stranger")
+
+UNLIMITED = Allowance(burst=1_000_000, rate=1_000_000.0)
 
 
 def test_fields_match_the_server_schemas() -> None:
@@ -137,7 +140,8 @@ class World:
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         await web.SockSite(self.runner, sock).start()
-        self.app[JOIN_LIMITER].limit = 1_000_000  # fuzzing sockets reconnect often; the limit has its own test
+        # Fuzzing sockets reconnect often; the join limits have their own tests.
+        self.app[JOIN_LIMITER].addresses.allowance = self.app[JOIN_LIMITER].exams.allowance = UNLIMITED
         self.creator_link = creator_link(self.app)
         self.session = aiohttp.ClientSession()
 

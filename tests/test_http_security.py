@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from sfu.app import JOIN_LIMITER
-from sfu.rate_limit import AddressLimiter
+from sfu.rate_limit import Allowance, JoinLimiter
 from sfu.security_headers import CONTENT_SECURITY_POLICY, NO_DEVICES
 from tests.peers import Client
 from tests.test_sfu_forwarding import create_exam, token
@@ -204,11 +204,16 @@ async def _hello(session: aiohttp.ClientSession, url: str, link_token: str, **kw
         await client.close()
 
 
+NO_REFILL = 1e-6
+"""A rate so slow that nothing refills while a test runs."""
+
+
 async def test_joins_per_address_are_limited(server: Any) -> None:
-    """The default limit (60 hellos a minute per address), then `rate_limited`, also for forged
-    links (so guessing links is throttled), with X-Forwarded-For making no difference; another
-    address is not affected."""
-    limit = AddressLimiter().limit
+    """The address's allowance (here 40; the real numbers have their own tests in
+    test_join_limits.py), then `rate_limited`, also for forged links (so guessing links is
+    throttled), with X-Forwarded-For making no difference; another address is not affected."""
+    limit = 40
+    server.app[JOIN_LIMITER].addresses.allowance = Allowance(burst=limit, rate=NO_REFILL)
     creator = token(server.creator_link)
     async with aiohttp.ClientSession() as session:
         for number in range(limit):
@@ -246,7 +251,7 @@ async def test_a_rate_limited_student_is_not_placed(server: Any) -> None:
 
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server, cap=2)
-        server.app[JOIN_LIMITER].limit = len(server.app[JOIN_LIMITER]._joins.get("127.0.0.1", ())) + 1
+        server.app[JOIN_LIMITER].addresses.allowance = Allowance(burst=1, rate=NO_REFILL)
         first = Client(session, server.url)
         assert (await first.connect(token(created["student_link"]), name="Eerste"))["type"] == "welcome"
         second = Client(session, server.url)
@@ -262,7 +267,7 @@ async def test_a_rate_limited_student_is_not_placed(server: Any) -> None:
 
 async def test_too_many_refused_joins_close_the_socket(server: Any) -> None:
     """Retrying a refused join on one socket is a flood like any other: 4008 after the error budget."""
-    server.app[JOIN_LIMITER].limit = 0
+    server.app[JOIN_LIMITER].addresses.allowance = Allowance(burst=0, rate=NO_REFILL)
     async with aiohttp.ClientSession() as session:
         socket = await session.ws_connect(server.url.replace("http", "ws", 1) + "/ws")
         codes = []
@@ -283,14 +288,14 @@ async def test_too_many_refused_joins_close_the_socket(server: Any) -> None:
 # -- the limiter itself ------------------------------------------------------------------------
 
 
-def test_limiter_counts_within_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_limiter_counts_its_burst_then_refills() -> None:
     now = [1000.0]
-    monkeypatch.setattr("sfu.rate_limit.time.monotonic", lambda: now[0])
-    limiter = AddressLimiter(limit=3, window=60.0)
+    limiter = JoinLimiter(per_address=Allowance(burst=3, rate=1 / 20), clock=lambda: now[0])
     assert [limiter.allow("192.0.2.1") for _ in range(4)] == [True, True, True, False]
     assert limiter.allow("192.0.2.2")
-    now[0] += 60.5
+    now[0] += 20.5
     assert limiter.allow("192.0.2.1")
+    assert not limiter.allow("192.0.2.1")
 
 
 @pytest.mark.parametrize(
@@ -306,48 +311,47 @@ def test_limiter_counts_within_its_window(monkeypatch: pytest.MonkeyPatch) -> No
 def test_limiter_counts_an_ipv6_host_by_its_64_prefix(first: str, second: str, shared: bool) -> None:
     """An IPv6 host picks any of 2^64 addresses of its prefix: counting per address would let
     it join without limit. Counting per /64 is what a per-address limit means for IPv6."""
-    limiter = AddressLimiter(limit=2, window=60.0)
+    limiter = JoinLimiter(per_address=Allowance(burst=2, rate=NO_REFILL))
     assert limiter.allow(first) and limiter.allow(first)
     assert limiter.allow(second) is (not shared)
 
 
-def test_limiter_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_limiter_memory_is_bounded() -> None:
     """Many addresses at once (a scan, a botnet) cannot grow the table past its bound."""
     now = [1000.0]
-    monkeypatch.setattr("sfu.rate_limit.time.monotonic", lambda: now[0])
-    limiter = AddressLimiter(limit=5, window=60.0, max_addresses=100)
+    limiter = JoinLimiter(per_address=Allowance(burst=5, rate=5 / 60), max_addresses=100, clock=lambda: now[0])
     for number in range(1000):
         limiter.allow(f"10.0.{number // 250}.{number % 250}")
-    assert len(limiter._joins) <= 100
+    assert len(limiter.addresses) <= 100
     assert limiter.allow("10.9.9.9")
 
 
-def test_limiter_forgets_stale_addresses_when_next_used(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_limiter_forgets_refilled_addresses_when_next_used() -> None:
     now = [1000.0]
-    monkeypatch.setattr("sfu.rate_limit.time.monotonic", lambda: now[0])
-    limiter = AddressLimiter(limit=2, window=60.0)
+    limiter = JoinLimiter(per_address=Allowance(burst=2, rate=2 / 60), clock=lambda: now[0])
     limiter.allow("192.0.2.1")
     limiter.allow("192.0.2.2")
     now[0] += 30
     limiter.allow("192.0.2.2")
     now[0] += 31
     limiter.allow("192.0.2.3")
-    assert list(limiter._joins) == ["192.0.2.2", "192.0.2.3"]
+    assert "192.0.2.1" not in limiter.addresses
+    assert "192.0.2.2" in limiter.addresses and "192.0.2.3" in limiter.addresses
 
 
-async def test_the_server_forgets_every_address_one_window_after_the_last_join(server: Any) -> None:
-    """Addresses are kept for the join limit only: once a window has passed without joins,
+async def test_the_server_forgets_every_address_once_its_allowance_has_refilled(server: Any) -> None:
+    """Addresses are kept for the join limit only: once an address's allowance has refilled
     the server holds none, even when nobody joins after them (privacy, not only memory)."""
     limiter = server.app[JOIN_LIMITER]
-    limiter.window = 0.3
+    limiter.addresses.allowance = Allowance(burst=250, rate=1000.0)
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server, cap=2)
         student = Client(session, server.url)
         assert (await student.connect(token(created["student_link"]), name="Kim"))["type"] == "welcome"
-        assert "127.0.0.1" in limiter._joins
+        assert "127.0.0.1" in limiter.addresses
         from tests.peers import wait_until
 
-        await wait_until(lambda: not limiter._joins, 10)
+        await wait_until(lambda: not len(limiter.addresses), 10)
         await student.close()
 
 
@@ -356,7 +360,7 @@ async def test_the_limit_refuses_even_before_the_link_is_read(server: Any) -> No
     about the link (no exam_ended, no link_invalid): the limit comes first."""
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server, cap=2)
-        server.app[JOIN_LIMITER].limit = 0
+        server.app[JOIN_LIMITER].addresses.allowance = Allowance(burst=0, rate=NO_REFILL)
         client = Client(session, server.url)
         reply = await client.connect("garbage", name="X")
         assert reply["code"] == "rate_limited"

@@ -505,3 +505,102 @@ def test_fuzz_any_text(raw: str, role: Any) -> None:
 )
 def test_fuzz_messages_close_to_valid(message: dict[str, Any], role: Any) -> None:
     only_protocol_errors(json.dumps(message), role)
+
+
+# -- numbers: every accepted number fits what is done with it --------------------
+
+NUMBERS = (
+    st.integers()
+    | st.integers(min_value=2**53 - 8 * 24 * 3600, max_value=2**53 + 8)
+    | st.floats()
+    | st.booleans()
+    | st.none()
+    | st.text(alphabet="0123456789.-e", max_size=20)
+)
+NUMERIC_FIELDS = [("create_exam", "cap"), ("create_exam", "ends_at"), ("set_cap", "cap")]
+
+
+def _with(message_type: str, field: str, value: Any) -> str:
+    # allow_nan: NaN and Infinity go out as the bare words they are in JavaScript, which JSON refuses.
+    return json.dumps({"type": message_type, "v": 1, **VALID[message_type], field: value}, allow_nan=True)
+
+
+def _signs_into_a_link(message: dict[str, Any]) -> None:
+    """What signalling does with an accepted create_exam: every link of the exam signs and verifies."""
+    from sfu.links import LINK_LIFETIME_AFTER_END, Capability, ExamSettings, LinkSigner
+
+    exam = ExamSettings(
+        exam_id="exam_1", title=message["title"], kind=message["kind"], cap=message["cap"],
+        note=message["note"], contact=message["contact"], ends_at=message["ends_at"], id_check=message["id_check"],
+    )
+    signer = LinkSigner(b"0123456789abcdef-test-secret")
+    capability = Capability(role="student", exam=exam, seat="student", expires_at=exam.ends_at + LINK_LIFETIME_AFTER_END)
+    assert signer.verify(signer.sign(capability), exam.ends_at) == capability
+
+
+@pytest.mark.parametrize(("message_type", "field"), NUMERIC_FIELDS)
+@settings(max_examples=300)
+@given(value=NUMBERS)
+def test_every_number_is_an_int_in_range_or_invalid(message_type: str, field: str, value: Any) -> None:
+    """Bools, fractions, NaN, Infinity and digit strings are refused; an accepted number is an
+    int in its range, and an accepted create_exam makes links that sign (2**53 used to crash `sign`)."""
+    raw = _with(message_type, field, value)
+    try:
+        result = parse_client_message(raw, sender_of(message_type))
+    except ProtocolError as error:
+        assert error.code in ("invalid", "malformed"), error
+        if error.code == "malformed":
+            assert isinstance(value, float) and (value != value or value in (float("inf"), float("-inf")))
+        return
+    assert type(result[field]) is int and result[field] == value
+    if field == "cap":
+        assert 1 <= result[field] <= 50
+    else:
+        assert 0 <= result[field] <= 2**53
+    if message_type == "create_exam":
+        _signs_into_a_link(result)
+
+
+@pytest.mark.parametrize("value", [2**53, 2**53 - 1, 2**53 - 7 * 24 * 3600 + 1, 2**63, 10**400])
+def test_an_end_too_late_for_any_link_is_invalid(value: int) -> None:
+    """An exam's links expire a week after it ends: an end whose links would pass 2**53 is refused."""
+    raw = f'{{"type":"create_exam","v":1,"title":"T","kind":"written","cap":8,"note":"","contact":"",' \
+          f'"ends_at":{value},"id_check":false}}'
+    assert code_of(raw, "organiser") in ("invalid", "malformed")
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "8.0", "8e0", "true"])
+def test_non_integers_never_pass_as_a_cap(number: str) -> None:
+    raw = '{"type":"set_cap","v":1,"cap":' + number + "}"
+    assert code_of(raw, "organiser") in ("invalid", "malformed")
+
+
+def test_the_latest_end_still_signs() -> None:
+    from sfu.links import ENDS_AT_MAX
+
+    result = parsed("create_exam", ends_at=ENDS_AT_MAX)
+    assert result["ends_at"] == ENDS_AT_MAX
+    _signs_into_a_link(result)
+
+
+def test_an_exam_ends_in_the_future_and_within_a_month(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock part of the bound: `create` refuses an end in the past or more than EXAM_AHEAD_MAX ahead."""
+    from sfu.config import ServerConfig
+    from sfu.links import EXAM_AHEAD_MAX
+    from sfu.registry import ExamRegistry
+
+    now = 1_800_000_000.5
+    monkeypatch.setattr("sfu.registry.time.time", lambda: now)
+    registry = ExamRegistry(ServerConfig(secret=b"0123456789abcdef-test-secret"))
+
+    def create(ends_at: int) -> Any:
+        return registry.create("T", "written", 8, "", "", ends_at, False)
+
+    assert EXAM_AHEAD_MAX == 31 * 24 * 3600
+    for ends_at in (int(now) + 1, int(now) + 3600, int(now + EXAM_AHEAD_MAX)):
+        assert create(ends_at).ends_at == ends_at
+        assert registry.exam_link(create(ends_at), "student", "student")
+    for ends_at in (0, int(now) - 1, int(now), int(now + EXAM_AHEAD_MAX) + 1, 2**53 - 7 * 24 * 3600):
+        with pytest.raises(ProtocolError) as refused:
+            create(ends_at)
+        assert refused.value.code == "invalid"
