@@ -234,7 +234,7 @@ class MediaPeer:
                     request_keyframe=self.send_pli,
                 )
                 self.publications[spec.name] = publication
-                rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.ssrcs[1:]}
+                rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.items[1:]}
                 primary = [info.ssrc for info in section.ssrc if info.ssrc not in rtx]
                 if primary:
                     self._learn(primary[0], publication)
