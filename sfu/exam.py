@@ -391,6 +391,9 @@ class Exam:
     async def _push_stats_forever(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            for student_id in self.media.newly_live():
+                if (student := self.participants.get(student_id)) is not None:
+                    student.push({"type": "media_live", "v": 1})
             for surveillant in self.by_role("surveillant"):
                 if not surveillant.connected:
                     continue

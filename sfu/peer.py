@@ -182,6 +182,8 @@ class MediaPeer:
         self._last_sender_report: dict[int, tuple[int, float]] = {}
         self._on_closed = on_closed
         self.closed = False
+        self.live_announced = False
+        """Set by the router once the participant was told `media_live` for this connection."""
         self.pc.on("connectionstatechange", self._on_state)
 
     # -- negotiation -----------------------------------------------------------
@@ -267,6 +269,19 @@ class MediaPeer:
     def packets_received(self) -> int:
         """Authentic RTP packets received from this peer, whichever path took them."""
         return self._inbox.packets_received
+
+    def media_forwarded(self) -> bool:
+        """True once every track this peer publishes has arrived and gone out on a connected
+        subscriber's leg: what the student's LIVE banner waits for (`media_live`)."""
+        if not self.passthrough:
+            return self.pc.connectionState == "connected"  # the transcoding benchmark keeps no counters
+        return bool(self.publications) and all(
+            publication.stats.packets > 0
+            and publication.leg is not None
+            and publication.leg.packets_sent > 0
+            and publication.leg.sink.outbound_srtp() is not None
+            for publication in self.publications.values()
+        )
 
     # -- the fast path -----------------------------------------------------------
 

@@ -148,6 +148,17 @@ class ExamMedia:
 
     # -- figures and the end -------------------------------------------------------
 
+    def newly_live(self) -> list[str]:
+        """Students whose media, on their current connection, has now reached the SFU and is
+        forwarded to their surveillant; each is named once per connection (for `media_live`)."""
+        live = []
+        for student in self.routes:
+            peer = self.peers.get(student)
+            if peer is not None and not peer.live_announced and peer.media_forwarded():
+                peer.live_announced = True
+                live.append(student)
+        return live
+
     def track_stats(self, student: str) -> dict[str, Any]:
         """Live figures of a student's tracks for their surveillant's tiles."""
         peer = self.peers.get(student)

@@ -49,6 +49,10 @@ const page = {
   handRaised: false,
   mediaState: 'new',
   mediaEverConnected: false,
+  // The server's `media_live`: this connection's media reaches the SFU and is forwarded. Only
+  // then (and while connected) does the page say "live"; every new negotiation waits for it again.
+  mediaLive: false,
+  mediaFailed: false,
   lastStatus: null,
   ended: false,
   retry: null,
@@ -335,6 +339,8 @@ async function join() {
   page.admitted = false;
   page.mediaState = 'new';
   page.mediaEverConnected = false;
+  page.mediaLive = false;
+  page.mediaFailed = false;
   page.lastStatus = null;
   showSentMedia();
   renderSession();
@@ -391,6 +397,11 @@ function listen(signalling) {
     renderSession();
   });
   signalling.on('admitted', () => admitted());
+  signalling.on('media_live', () => {
+    page.mediaLive = true;
+    page.mediaFailed = false;
+    renderSession();
+  });
   signalling.on('message', (message) => addMessage(String(message.from ?? ''), String(message.text ?? '')));
   signalling.on('talk', (message) => renderTalk(message.on === true, String(message.from ?? '')));
   signalling.on('quality', (message) => page.publisher?.applyQuality(message.encodings));
@@ -433,7 +444,8 @@ async function negotiate() {
     console.warn('media negotiation failed', error?.code ?? error);
     if (publisher !== page.publisher || page.ended) return;
     page.mediaState = 'failed';
-    renderMediaStatus();
+    page.mediaFailed = true;
+    renderSession();
     // A dropped socket brings a new welcome, which renegotiates by itself.
     clearTimeout(page.renegotiateTimer);
     if (page.signalling?.state === 'open') {
@@ -445,20 +457,27 @@ async function negotiate() {
 function mediaState(state) {
   page.mediaState = state;
   if (state === 'connected') page.mediaEverConnected = true;
+  if (state === 'negotiating') page.mediaLive = false;
   // 'failed' renegotiates at once; 'disconnected' gets a moment to recover by itself.
   const delay = { failed: 500, disconnected: DISCONNECTED_GRACE_MS }[state];
   clearTimeout(page.renegotiateTimer);
   if (delay !== undefined && page.signalling?.state === 'open') {
     page.renegotiateTimer = setTimeout(negotiate, delay);
   }
-  renderMediaStatus();
+  renderSession();
 }
 
 function renderMediaStatus() {
   const element = $('media-status');
   const state = page.mediaState;
-  if (state === 'connected' || state === 'closed') say(element, null);
-  else if (page.mediaEverConnected || state === 'failed' || state === 'disconnected') {
+  const contact = page.exam?.contact?.trim();
+  if (page.mediaFailed) {
+    // Retried by negotiate(); until media flows, say so and who can help.
+    if (contact) say(element, 'student.media_failed', { contact });
+    else say(element, 'student.media_failed_no_contact');
+  } else if (state === 'closed' || (state === 'connected' && (page.mediaLive || page.surveillant === null))) {
+    say(element, null);
+  } else if (state === 'failed' || state === 'disconnected' || (page.mediaEverConnected && state !== 'connected')) {
     say(element, 'student.media_reconnecting');
   } else say(element, 'student.connecting_media');
 }
@@ -501,9 +520,15 @@ function admitted() {
   if (wasChecking && !page.ended) say($('admission'), 'student.admitted_status');
 }
 
+// Live: placed with a surveillant, and the server said this connection's media reaches them.
+function watchedLive() {
+  return page.surveillant !== null && page.mediaLive && page.mediaState === 'connected';
+}
+
 function renderSession() {
-  const live = page.surveillant !== null;
-  const checking = checkingIdentity();
+  const live = watchedLive();
+  const connecting = page.surveillant !== null && !live;
+  const checking = checkingIdentity() && live;
   document.body.classList.toggle('is-live', live && !page.ended);
   $('live-banner').hidden = !live || page.ended;
   const admission = $('admission');
@@ -517,6 +542,9 @@ function renderSession() {
     say($('live-text'), 'student.live_watched_by', { name: page.surveillant });
     say($('session-heading'), 'student.live_heading');
     say($('session-text'), 'student.live_text', { name: page.surveillant });
+  } else if (connecting) {
+    say($('session-heading'), 'student.connecting_heading');
+    say($('session-text'), 'student.connecting_text', { name: page.surveillant });
   } else {
     say($('session-heading'), 'student.waiting_heading');
     if (page.queuePosition !== null) {
