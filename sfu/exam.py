@@ -45,7 +45,9 @@ class Exam:
         self.config = config
         self.assignment = Assignment(settings.cap)
         self.participants: dict[str, Participant] = {}
-        self.media = ExamMedia(self.id, config, oral=settings.kind == "oral")
+        self.media = ExamMedia(
+            self.id, config, oral=settings.kind == "oral", screen_required=settings.screen_required
+        )
         self.focus: dict[str, str | None] = {}
         self.talking: dict[str, str | None] = {}
         self.slots: dict[str, dict[str, int]] = {}

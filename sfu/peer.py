@@ -66,11 +66,12 @@ class TrackSpec:
     receives: bool
 
 
-def student_layout() -> list[TrackSpec]:
-    """Webcam, screen, microphone in; talk-back voice and examiner camera out."""
+def student_layout(screen: bool = True) -> list[TrackSpec]:
+    """Webcam, screen, microphone in; talk-back voice and examiner camera out. Without
+    `screen` (a phone or tablet, in an exam that does not require it) no screen m-line."""
     return [
         TrackSpec("webcam", "video", True),
-        TrackSpec("screen", "video", True),
+        *([TrackSpec("screen", "video", True)] if screen else []),
         TrackSpec("microphone", "audio", True),
         TrackSpec("talk", "audio", False),
         TrackSpec("examiner", "video", False),

@@ -24,10 +24,11 @@ STUDENT_TRACKS = ("webcam", "screen", "microphone")
 class ExamMedia:
     """Peers and routes of one exam. Forwarding only, unless the benchmark asks for transcoding."""
 
-    def __init__(self, exam_id: str, config: ServerConfig, oral: bool = False) -> None:
+    def __init__(self, exam_id: str, config: ServerConfig, oral: bool = False, screen_required: bool = True) -> None:
         self.exam_id = exam_id
         self.config = config
         self.oral = oral
+        self.screen_required = screen_required
         self.transcode = config.media_mode == "transcode"
         self.peers: dict[str, MediaPeer] = {}
         self.routes: dict[str, tuple[str, int]] = {}
@@ -38,7 +39,9 @@ class ExamMedia:
 
     async def student_offer(self, student: str, sdp: str) -> str:
         """A student's (re)offer: webcam, screen and microphone in, voice and camera out."""
-        return await self._negotiate(student, sdp, student_layout())
+        # Without the screen requirement, a phone or tablet offers camera and microphone only.
+        with_screen = self.screen_required or sdp.count("\nm=") != len(student_layout(screen=False))
+        return await self._negotiate(student, sdp, student_layout(screen=with_screen))
 
     async def surveillant_offer(self, surveillant: str, sdp: str, slots: int) -> str:
         """A surveillant's (re)offer with one set of tracks per slot."""

@@ -79,7 +79,7 @@ async def test_the_live_banner_comes_only_after_the_server_says_media_is_forward
         packets = []
         for transceiver in desk_media.pc.getTransceivers()[:3]:  # slot 0: webcam, screen, microphone
             stats = await transceiver.receiver.getStats()
-            packets.append(sum(getattr(item, "packetsReceived", 0) for item in stats.values()))
+            packets.append(sum(item.packetsReceived for item in stats.values() if item.type == "inbound-rtp"))
         return all(count > 0 for count in packets)
 
     await eventually(desk_got_every_track)

@@ -226,11 +226,14 @@ async def test_language_follows_the_browser_and_can_be_switched(
     assert page.errors == []
 
 
-async def desk_with_media(session: aiohttp.ClientSession, server: Any, link: str, name: str = "Mevr. Jansen") -> tuple[Client, SurveillantPeer]:
-    """A surveillant's desk (aiortc) with its media connection: what the student's media is forwarded to."""
+async def desk_with_media(
+    session: aiohttp.ClientSession, server: Any, link: str, name: str = "Mevr. Jansen", slots: int = 4
+) -> tuple[Client, SurveillantPeer]:
+    """A surveillant's desk (aiortc) with its media connection (`slots`: the exam's cap), which
+    the student's media is forwarded to."""
     desk = Client(session, server.url)
     assert (await desk.connect(link.split("#", 1)[1], name=name))["type"] == "welcome"
-    media = SurveillantPeer(4)
+    media = SurveillantPeer(slots)
     await media.connect(desk)
     return desk, media
 

@@ -94,12 +94,31 @@ function setDeviceState(device, state, key) {
   say(status, key);
 }
 
+// iOS and most phones and tablets have no screen sharing at all.
+function canShareScreen() {
+  return typeof globalThis.navigator?.mediaDevices?.getDisplayMedia === 'function';
+}
+
+// An exam without the screen requirement is taken with camera and microphone where the screen
+// cannot be shared; where it can, it is shared as in a written exam.
+function screenUsed() {
+  return page.exam?.screen_required !== false || canShareScreen();
+}
+
+function usedDevices() {
+  return screenUsed() ? DEVICES : DEVICES.filter((kind) => kind !== 'screen');
+}
+
 function showExam() {
   const title = page.exam?.title?.trim() ?? '';
   $('exam-title').textContent = title;
   $('exam-title').hidden = title === '';
   $('examiner-card').hidden = page.exam?.kind !== 'oral';
   $('notice-id-check').hidden = page.exam?.id_check !== true;
+  // Before anything is asked for: this exam needs a computer, and there is another way.
+  const needsComputer = page.exam !== null && page.exam.screen_required !== false && !canShareScreen();
+  $('needs-computer').hidden = !needsComputer;
+  $('notice-form').hidden = needsComputer;
   const contact = page.exam?.contact?.trim();
   for (const element of [$('notice-contact'), $('alternative-contact')]) {
     if (contact) say(element, 'student.notice_contact', { contact });
@@ -203,6 +222,7 @@ async function beginCheck() {
   measureUplink();
   setDeviceState('camera', 'pending', 'student.camera_waiting');
   setDeviceState('microphone', 'pending', 'student.microphone_waiting');
+  $('screen-card').hidden = !screenUsed();
   if (!isLive(page.tracks.screen)) {
     $('screen-preview-box').hidden = true;
     say($('screen-share'), 'student.screen_share_button');
@@ -316,7 +336,7 @@ function renderUplink() {
 }
 
 function devicesReady() {
-  return DEVICES.every((kind) => isLive(page.tracks[kind]));
+  return usedDevices().every((kind) => isLive(page.tracks[kind]));
 }
 
 function updateJoinButton() {
@@ -423,7 +443,9 @@ function welcomed(welcome) {
   }
   const iceServers = Array.isArray(welcome.ice_servers) ? welcome.ice_servers : [];
   if (!page.publisher) {
-    page.publisher = new Publisher({ signalling: page.signalling, iceServers, tracks: { ...page.tracks } });
+    page.publisher = new Publisher({
+      signalling: page.signalling, iceServers, tracks: { ...page.tracks }, withScreen: screenUsed(),
+    });
     page.publisher.addEventListener('state', (event) => mediaState(event.detail));
     page.publisher.addEventListener('remote', (event) => playRemote(event.detail));
   } else {
@@ -603,7 +625,7 @@ function showSentMedia() {
 }
 
 function renderStoppedDevices() {
-  const screenStopped = !isLive(page.tracks.screen);
+  const screenStopped = screenUsed() && !isLive(page.tracks.screen);
   $('screen-stopped').hidden = !screenStopped;
   const stopped = ['camera', 'microphone'].filter((kind) => !isLive(page.tracks[kind]));
   $('device-stopped').hidden = stopped.length === 0;
