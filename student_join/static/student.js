@@ -14,6 +14,7 @@ import {
   openCameraAndMicrophone,
   openMicrophone,
   openWholeScreen,
+  unblockKey,
 } from './devices.js';
 import { examFromToken } from './link.js';
 import { Publisher } from './publisher.js';
@@ -234,6 +235,14 @@ async function beginCheck() {
   showMicrophone(microphone);
 }
 
+// Where the browser blocked a device: the way to unblock it in this browser's own settings.
+function showUnblock(device, error) {
+  const help = $(`${device}-unblock`);
+  const blocked = error?.key === `student.error_${device}_blocked`;
+  help.hidden = !blocked;
+  say(help, blocked ? unblockKey(device) : null);
+}
+
 function showCamera({ track, error }) {
   useTrack('camera', track);
   $('camera-retry').hidden = Boolean(track);
@@ -244,6 +253,7 @@ function showCamera({ track, error }) {
     $('camera-preview').srcObject = null;
     setDeviceState('camera', 'problem', error?.key ?? 'student.error_camera_other');
   }
+  showUnblock('camera', track ? null : error);
   updateJoinButton();
 }
 
@@ -253,6 +263,7 @@ function showMicrophone({ track, error }) {
   clearTimeout(page.silenceTimer);
   page.checkMeter?.stop();
   page.checkMeter = null;
+  showUnblock('microphone', track ? null : error);
   if (!track) {
     $('microphone-meter').value = 0;
     setDeviceState('microphone', 'problem', error?.key ?? 'student.error_microphone_other');
