@@ -7,7 +7,8 @@ answered by the real MediaPeer (aiortc), and RTP packets with the offer's own SS
 negotiated payload types go through `_receive_media` to a surveillant's legs: through the
 native lane and on the Python path alone. RTX, `a=ssrc-group:FID`, H264 or VP9 before VP8,
 extmap variants (`/recvonly`, ids 1 to 14), `a=bundle-only`, other mids, `{uuid}` msids and
-re-offers are all in there.
+re-offers are all in there. The iOS offer has no screen m-line (no getDisplayMedia there) and
+is answered with the layout of an exam without `screen_required`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,18 @@ OFFERS = Path(__file__).resolve().parent / "fixtures" / "offers"
 BROWSERS = ["chromium", "firefox", "safari_macos", "ios_safari"]
 KEY_IN = os.urandom(44)
 KEY_OUT = os.urandom(44)
-RECEIVED = ("webcam", "screen", "microphone")
 PACKETS = 40
+NO_SCREEN = {"ios_safari"}
+"""Fixtures from a device without screen sharing: camera and microphone only (four m-lines)."""
+
+
+def layout(name: str) -> list[Any]:
+    return student_layout(screen=name not in NO_SCREEN)
+
+
+def received(name: str) -> list[str]:
+    """The tracks the SFU receives from this browser, in m-line order."""
+    return [spec.name for spec in layout(name) if spec.receives]
 
 
 def offer(name: str) -> str:
@@ -77,13 +88,14 @@ def packet(publication: Any, ssrc: int, sequence: int, mid: str, mid_id: int | N
 class Routes:
     """A negotiated student peer whose three publications feed one surveillant's legs."""
 
-    def __init__(self, student: MediaPeer) -> None:
+    def __init__(self, student: MediaPeer, tracks: list[str]) -> None:
         self.student = student
+        self.tracks = tracks
         self.surveillant = MediaPeer("surveillant", surveillant_layout(1), ice_servers=())
         _connected(self.student, KEY_IN, os.urandom(44))
         self.wire: Wire = _connected(self.surveillant, os.urandom(44), KEY_OUT)
         self.legs: dict[int, str] = {}
-        for index, name in enumerate(RECEIVED):
+        for index, name in enumerate(tracks):
             publication = student.publications[name]
             ssrc = 0x1000 + index
             leg = Leg(self.surveillant, publication.kind, ssrc, publication.payload_type, str(index), None, None)
@@ -96,7 +108,7 @@ class Routes:
         description = SessionDescription.parse(sdp)
         rtx = rtx_ssrcs(sdp)
         buffer = DatagramBuffer(2048)
-        for index, name in enumerate(RECEIVED):
+        for index, name in enumerate(self.tracks):
             publication = self.student.publications[name]
             section = description.media[index]
             offered = [info.ssrc for info in section.ssrc if info.ssrc not in rtx]
@@ -111,7 +123,7 @@ class Routes:
                     )
                     buffer.memory[: len(datagram)] = datagram
                     self.student._receive_media(buffer, len(datagram))
-        delivered = dict.fromkeys(RECEIVED, 0)
+        delivered = dict.fromkeys(self.tracks, 0)
         receiver = _session(KEY_OUT, inbound=True)
         for datagram in self.wire.sent:
             plain = receiver.unprotect(datagram)
@@ -119,8 +131,8 @@ class Routes:
         return delivered
 
 
-async def answered(sdp: str) -> tuple[MediaPeer, SessionDescription]:
-    student = MediaPeer("student", student_layout(), ice_servers=())
+async def answered(sdp: str, name: str) -> tuple[MediaPeer, SessionDescription]:
+    student = MediaPeer("student", layout(name), ice_servers=())
     answer = await student.answer(sdp)
     return student, SessionDescription.parse(answer)
 
@@ -132,20 +144,23 @@ def test_each_fixture_says_where_it_comes_from(name: str) -> None:
         assert "captured by tests/capture_offers.py" in text
     else:
         assert "NOT captured" in text and "Safari" in text
-    check_offer(offer(name), student_layout())
+    check_offer(offer(name), layout(name))
 
 
 @pytest.mark.parametrize("name", BROWSERS)
 async def test_a_browsers_offer_is_answered_on_its_own_mids_and_payload_types(name: str) -> None:
     sdp = offer(name)
-    student, answer = await answered(sdp)
+    student, answer = await answered(sdp, name)
     try:
         remote = SessionDescription.parse(sdp)
         assert [section.rtp.muxId for section in answer.media] == [section.rtp.muxId for section in remote.media]
-        assert [section.direction for section in answer.media] == ["recvonly"] * 3 + ["sendonly"] * 2
-        for section, wanted in zip(answer.media, ["vp8", "vp8", "opus", "opus", "vp8"]):
-            assert [codec.name.lower() for codec in section.rtp.codecs] == [wanted]
-        for index, name_ in enumerate(RECEIVED):
+        tracks = received(name)
+        assert [section.direction for section in answer.media] == ["recvonly"] * len(tracks) + ["sendonly"] * 2
+        wanted_codecs = [{"video": "vp8", "audio": "opus"}[spec.kind] for spec in layout(name)]
+        assert [[codec.name.lower() for codec in section.rtp.codecs] for section in answer.media] == [
+            [codec] for codec in wanted_codecs
+        ]
+        for index, name_ in enumerate(tracks):
             offered = {codec.name.lower(): codec.payloadType for codec in remote.media[index].rtp.codecs}
             assert student.publications[name_].payload_type == offered[{"video": "vp8", "audio": "opus"}[
                 remote.media[index].kind]]
@@ -159,16 +174,16 @@ async def test_a_browsers_offer_is_answered_on_its_own_mids_and_payload_types(na
 async def test_packets_flow_on_every_route_of_a_browsers_offer(name: str, native: bool) -> None:
     sdp = offer(name)
     with lanes(native):
-        student, _ = await answered(sdp)
-        routes = Routes(student)
+        student, _ = await answered(sdp, name)
+        routes = Routes(student, received(name))
         try:
             delivered = routes.feed(sdp)
             # Every primary packet reaches its leg once (RTX and unknown SSRCs go nowhere).
-            assert delivered == dict.fromkeys(RECEIVED, PACKETS)
+            assert delivered == dict.fromkeys(received(name), PACKETS)
             if native:
                 from sfu.lane import Lane
                 if Lane is not None:
-                    assert all(student.publications[track].lane is not None for track in RECEIVED)
+                    assert all(student.publications[track].lane is not None for track in received(name))
         finally:
             await student.close()
             await routes.surveillant.close()
@@ -176,12 +191,13 @@ async def test_packets_flow_on_every_route_of_a_browsers_offer(name: str, native
 
 @pytest.mark.parametrize("name", BROWSERS)
 async def test_other_mids_and_no_ssrc_lines_route_by_the_mid_extension(name: str) -> None:
-    sdp = without_ssrc_lines(with_other_mids(offer(name), ["cam", "scr", "mic", "talk", "exam"]))
-    student, answer = await answered(sdp)
-    routes = Routes(student)
+    mids = ["cam", "scr", "mic", "talk", "exam"][: len(layout(name))]
+    sdp = without_ssrc_lines(with_other_mids(offer(name), mids))
+    student, answer = await answered(sdp, name)
+    routes = Routes(student, received(name))
     try:
-        assert [section.rtp.muxId for section in answer.media] == ["cam", "scr", "mic", "talk", "exam"]
-        assert routes.feed(sdp) == dict.fromkeys(RECEIVED, PACKETS)
+        assert [section.rtp.muxId for section in answer.media] == mids
+        assert routes.feed(sdp) == dict.fromkeys(received(name), PACKETS)
     finally:
         await student.close()
         await routes.surveillant.close()
@@ -194,8 +210,8 @@ async def test_a_re_offer_from_the_same_browser_is_answered_too(name: str) -> No
     again = re.sub(r"^(o=\S+ \d+) (\d+)", lambda m: f"{m.group(1)} {int(m.group(2)) + 1}", first, flags=re.M)
     again = re.sub(r"a=ice-ufrag:\S+", "a=ice-ufrag:R3of", again)
     for sdp in (first, again):
-        student, _ = await answered(sdp)
+        student, _ = await answered(sdp, name)
         try:
-            assert all(student.publications[track].ssrc is not None or name == "ios_safari" for track in RECEIVED)
+            assert all(student.publications[track].ssrc is not None for track in received(name))
         finally:
             await student.close()
