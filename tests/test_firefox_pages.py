@@ -1,5 +1,5 @@
 """Firefox ESR on both ends of the path: a Firefox student on a Chromium desk, and a Chromium
-student on a Firefox desk. The desk's tile plays (a size, and currentTime advancing over a
+student on a Firefox desk (of an exam created on the organiser's page in Firefox). The desk's tile plays (a size, and currentTime advancing over a
 second) and the student's page reaches live.
 
 Firefox is Debian's firefox-esr over WebDriver BiDi (tests/firefox.py); its fake devices
@@ -72,13 +72,22 @@ async def test_a_firefox_student_plays_on_a_chromium_desk(
     assert desk.errors == []
 
 
-async def test_a_chromium_student_plays_on_a_firefox_desk(
-    server: Any, page_factory: Any, firefox: Any, session: aiohttp.ClientSession
-) -> None:
-    created = await create_exam(session, server)
-    desk = await firefox_desk(firefox, created["surveillant_links"][0], "Mevr. Jansen")
+async def test_a_chromium_student_plays_on_a_firefox_desk(server: Any, page_factory: Any, firefox: Any) -> None:
+    # The organiser's page in Firefox creates the exam.
+    organiser = await firefox.new_page(viewport={"width": 1200, "height": 900})
+    await organiser.goto(server.creator_link)
+    await organiser.wait_for_selector("#create", timeout=TIMEOUT_MS)
+    await organiser.fill("#exam-title-input", "Aardrijkskunde 3 vwo")
+    await organiser.fill("#contact-input", "examenbureau@school.example")
+    await organiser.click("#create-form button[type=submit]")
+    await organiser.wait_for_selector("#links", timeout=TIMEOUT_MS)
+    links = await organiser.evaluate("() => [...document.querySelectorAll('.link-input')].map((input) => input.value)")
+    assert len(links) == 3 and all(link.startswith(server.url) for link in links), links
+    assert await organiser.errors == []
+
+    desk = await firefox_desk(firefox, links[2], "Mevr. Jansen")
     student = await student_page(page_factory)
-    await go_live(student, created["student_link"])
+    await go_live(student, links[1])
 
     await student.wait_for_selector("#live-banner:not([hidden])", timeout=30000)
 
