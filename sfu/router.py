@@ -70,6 +70,9 @@ class ExamMedia:
 
     def route(self, student: str, surveillant: str | None, slot: int | None) -> None:
         """Send the student's tracks to this surveillant's slot (or nowhere)."""
+        peer = self.peers.get(student)
+        if peer is not None and self.routes.get(student) != (surveillant, slot):
+            peer.live_announced = False  # `media_live` again once the media reaches the new desk
         if surveillant is None or slot is None:
             self.routes.pop(student, None)
             peer = self.peers.get(student)

@@ -44,6 +44,7 @@ const page = {
   renegotiateTimer: 0,
   step: 'loading',
   surveillant: null,
+  surveillantId: null,
   queuePosition: null,
   participantId: null,
   admitted: false, // with an ID check: true once the surveillant has checked the student's identity
@@ -365,6 +366,7 @@ async function join() {
   page.checkMeter?.stop();
   page.checkMeter = null;
   page.surveillant = null;
+  page.surveillantId = null;
   page.queuePosition = null;
   page.participantId = null;
   page.admitted = false;
@@ -419,11 +421,16 @@ function listen(signalling) {
   signalling.on('queue', (message) => {
     page.queuePosition = Number.isInteger(message.position) ? message.position : null;
     page.surveillant = null;
+    page.surveillantId = null;
+    page.mediaLive = false;
     renderSession();
   });
   signalling.on('assigned', (message) => {
     const name = message.surveillant?.name;
     page.surveillant = typeof name === 'string' && name.trim() !== '' ? name : '—';
+    // Another desk (a hand-over): live again only once the server says the media reaches it.
+    if (message.surveillant?.id !== page.surveillantId) page.mediaLive = false;
+    page.surveillantId = message.surveillant?.id ?? null;
     page.queuePosition = null;
     renderSession();
   });
