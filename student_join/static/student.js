@@ -496,7 +496,10 @@ async function negotiate() {
 
 function mediaState(state) {
   page.mediaState = state;
-  if (state === 'connected') page.mediaEverConnected = true;
+  if (state === 'connected') {
+    page.mediaEverConnected = true;
+    page.mediaFailed = false; // negotiated and connected: a failure before is over
+  }
   if (state === 'negotiating') page.mediaLive = false;
   // 'failed' renegotiates at once; 'disconnected' gets a moment to recover by itself.
   const delay = { failed: 500, disconnected: DISCONNECTED_GRACE_MS }[state];
