@@ -1,6 +1,6 @@
 """Firefox ESR on both ends of the path: a Firefox student on a Chromium desk, and a Chromium
-student on a Firefox desk (of an exam created on the organiser's page in Firefox). The desk's tile plays (a size, and currentTime advancing over a
-second) and the student's page reaches live.
+student on a Firefox desk (of an exam created on the organiser's page in Firefox). The desk's
+tile plays (a size, and currentTime advancing over a second) and the student's page reaches live.
 
 Firefox is Debian's firefox-esr over WebDriver BiDi (tests/firefox.py); its fake devices
 come from prefs and its "screen" is the same animated canvas as Chromium's (tests/browser.py).
@@ -24,7 +24,8 @@ from tests.test_student_page import create_exam, go_live, student_page
 pytestmark = pytest.mark.browser
 
 CANVAS_SCREEN = CANVAS_SCREEN_FUNCTION + "navigator.mediaDevices.getDisplayMedia = async () => window.__canvasScreen();"
-PLAYING_SAMPLE = """(selector) => [...document.querySelectorAll(selector)].map((video) => [video.videoWidth, video.currentTime])"""
+PLAYING_SAMPLE = """(selector) => [...document.querySelectorAll(selector)]
+    .map((video) => [video.videoWidth, video.currentTime])"""
 
 
 @pytest.fixture
@@ -94,7 +95,8 @@ async def test_a_chromium_student_plays_on_a_firefox_desk(server: Any, page_fact
     async def tile() -> str | None:
         return await desk.evaluate(
             """() => [...document.querySelectorAll('.tile[data-student]')]
-                .find((node) => node.querySelector('.tile-name')?.textContent.trim() === 'Sanne')?.dataset.student ?? null"""
+                .find((node) => node.querySelector('.tile-name')?.textContent.trim() === 'Sanne')
+                ?.dataset.student ?? null"""
         )
 
     student_id = await eventually(tile, timeout=TIMEOUT_MS / 1000)
