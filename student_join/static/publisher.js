@@ -4,7 +4,9 @@
 //
 // Transceivers, in the order docs/PROTOCOL.md fixes: webcam video sendonly,
 // screen video sendonly, microphone audio sendonly, talk-back audio recvonly,
-// examiner video recvonly; VP8 and Opus only, all bundled. aiortc does no
+// examiner video recvonly; VP8 and Opus only, all bundled. Without screen sharing (a
+// phone or tablet, in an exam that does not require the screen) the screen transceiver is
+// left out and the server lays the offer out without it. aiortc does no
 // trickle ICE, so the offer goes out once gathering is complete.
 
 const ICE_GATHERING_TIMEOUT_MS = 8000;
