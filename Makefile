@@ -15,7 +15,15 @@ $(VENV)/.installed: pyproject.toml setup.py sfu/_lane.c sfu/_reader.c sfu/_lane.
 	$(BIN)/pip install -e '.[test,bench]'
 	touch $@
 
-install: $(VENV)/.installed
+# The Firefox tests' driver (puppeteer-core; tests/firefox.py). Without npm the Firefox tests
+# skip on a developer's machine and fail in CI (.ci/run installs nodejs and npm).
+DRIVER := tests/driver
+$(DRIVER)/node_modules/.installed: $(DRIVER)/package.json $(DRIVER)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(DRIVER) && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund && touch node_modules/.installed; \
+	else echo "make: npm is missing: the Firefox tests will not run (apt-get install nodejs npm)"; fi
+
+install: $(VENV)/.installed $(DRIVER)/node_modules/.installed
 
 run: install
 	$(BIN)/invigil serve --host $(HOST) --port $(PORT)

@@ -46,7 +46,13 @@ class Exam:
         self.config = config
         self.assignment = Assignment(settings.cap)
         self.participants: dict[str, Participant] = {}
-        self.media = ExamMedia(self.id, config, oral=settings.kind == "oral", on_media_change=self._media_changed)
+        self.media = ExamMedia(
+            self.id,
+            config,
+            oral=settings.kind == "oral",
+            screen_required=settings.screen_required,
+            on_media_change=self._media_changed,
+        )
         self.focus: dict[str, str | None] = {}
         self.talking: dict[str, str | None] = {}
         self.slots: dict[str, dict[str, int]] = {}
@@ -471,6 +477,9 @@ class Exam:
     async def _push_stats_forever(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            for student_id in self.media.newly_live():
+                if (student := self.participants.get(student_id)) is not None:
+                    student.push({"type": "media_live", "v": 1})
             for surveillant in self.by_role("surveillant"):
                 if not surveillant.connected:
                     continue

@@ -54,7 +54,14 @@ _FORBIDDEN_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u
 _FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 _PAYLOAD_FIELDS = frozenset({"v", "role", "seat", "exp", "exam"})
-_EXAM_FIELDS = frozenset({"id", "title", "kind", "cap", "note", "contact", "ends_at", "id_check"})
+_EXAM_FIELDS = frozenset({"id", "title", "kind", "cap", "note", "contact", "ends_at", "id_check", "screen_required"})
+_EXAM_FIELDS_BEFORE_SCREEN = _EXAM_FIELDS - {"screen_required"}
+"""Links signed before `screen_required` existed: the default for their kind applies."""
+
+
+def screen_required_by_default(kind: object) -> bool:
+    """A written exam needs the student's screen; an oral one does not."""
+    return kind != "oral"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class ExamSettings:
     ends_at: int
     id_check: bool
     """Students wait, watched, until their surveillant has checked their identity live and admits them."""
+    screen_required: bool = True
+    """Students must share their screen (a computer); without it, a phone or tablet can join
+    with camera and microphone. Default: required for written exams, not for oral ones."""
 
     def to_public(self) -> dict[str, Any]:
         """The exam as shown to participants in `welcome` (and as stored in a token)."""
@@ -82,6 +92,7 @@ class ExamSettings:
             "contact": self.contact,
             "ends_at": self.ends_at,
             "id_check": self.id_check,
+            "screen_required": self.screen_required,
         }
 
 
@@ -146,6 +157,7 @@ def _exam_is_valid(exam: ExamSettings) -> bool:
         and is_text(exam.contact, 0, CONTACT_MAX, multiline=True)
         and _is_int(exam.ends_at, 0, TIME_MAX)
         and type(exam.id_check) is bool
+        and type(exam.screen_required) is bool
     )
 
 
@@ -201,7 +213,7 @@ def _load_json(data: bytes) -> object | None:
 
 
 def _exam_from_payload(value: object) -> ExamSettings | None:
-    if not isinstance(value, dict) or value.keys() != _EXAM_FIELDS:
+    if not isinstance(value, dict) or value.keys() not in (_EXAM_FIELDS, _EXAM_FIELDS_BEFORE_SCREEN):
         return None
     exam = ExamSettings(
         exam_id=value["id"],
@@ -212,6 +224,7 @@ def _exam_from_payload(value: object) -> ExamSettings | None:
         contact=value["contact"],
         ends_at=value["ends_at"],
         id_check=value["id_check"],
+        screen_required=value.get("screen_required", screen_required_by_default(value["kind"])),
     )
     return exam if _exam_is_valid(exam) else None
 

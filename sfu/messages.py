@@ -249,6 +249,7 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
         "contact": _Field(_multi_line(0, CONTACT_MAX)),
         "ends_at": _Field(_integer(0, ENDS_AT_MAX)),
         "id_check": _Field(_boolean),
+        "screen_required": _Field(_boolean, required=False),
     },
     "add_surveillant": {},
     "set_cap": {"cap": _Field(_integer(CAP_MIN, CAP_MAX))},

@@ -77,11 +77,12 @@ class TrackSpec:
     receives: bool
 
 
-def student_layout() -> list[TrackSpec]:
-    """Webcam, screen, microphone in; talk-back voice and examiner camera out."""
+def student_layout(screen: bool = True) -> list[TrackSpec]:
+    """Webcam, screen, microphone in; talk-back voice and examiner camera out. Without
+    `screen` (a phone or tablet, in an exam that does not require it) no screen m-line."""
     return [
         TrackSpec("webcam", "video", True),
-        TrackSpec("screen", "video", True),
+        *([TrackSpec("screen", "video", True)] if screen else []),
         TrackSpec("microphone", "audio", True),
         TrackSpec("talk", "audio", False),
         TrackSpec("examiner", "video", False),
@@ -195,6 +196,8 @@ class MediaPeer:
         self._fallback_senders: dict[Any, CheckedSenders] = {}
         self._sender_checks: list[Any] = []  # what counts this peer's strangers_dropped
         self.closed = False
+        self.live_announced = False
+        """Set by the router once the participant was told `media_live` for this connection."""
         self.pc.on("connectionstatechange", self._on_state)
 
     # -- negotiation -----------------------------------------------------------
@@ -275,7 +278,7 @@ class MediaPeer:
                     request_keyframe=self.send_pli,
                 )
                 self.publications[spec.name] = publication
-                rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.ssrcs[1:]}
+                rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.items[1:]}
                 primary = [info.ssrc for info in section.ssrc if info.ssrc not in rtx]
                 if primary:
                     self._learn(primary[0], publication)
@@ -308,6 +311,19 @@ class MediaPeer:
     def packets_received(self) -> int:
         """Authentic RTP packets received from this peer, whichever path took them."""
         return self._inbox.packets_received
+
+    def media_forwarded(self) -> bool:
+        """True once every track this peer publishes has arrived and gone out on a connected
+        subscriber's leg: what the student's LIVE banner waits for (`media_live`)."""
+        if not self.passthrough:
+            return self.pc.connectionState == "connected"  # the transcoding benchmark keeps no counters
+        return bool(self.publications) and all(
+            publication.stats.packets > 0
+            and publication.leg is not None
+            and publication.leg.packets_sent > 0
+            and publication.leg.sink.outbound_srtp() is not None
+            for publication in self.publications.values()
+        )
 
     # -- the fast path -----------------------------------------------------------
 

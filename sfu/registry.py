@@ -12,7 +12,15 @@ import time
 
 from .config import ServerConfig
 from .exam import Exam
-from .links import EXAM_AHEAD_MAX, LINK_LIFETIME_AFTER_END, Capability, ExamSettings, LinkSigner, new_exam_id
+from .links import (
+    EXAM_AHEAD_MAX,
+    LINK_LIFETIME_AFTER_END,
+    Capability,
+    ExamSettings,
+    LinkSigner,
+    new_exam_id,
+    screen_required_by_default,
+)
 from .messages import ProtocolError
 
 
@@ -55,7 +63,8 @@ class ExamRegistry:
         return self.exam_link(settings, "surveillant", "s-" + secrets.token_hex(4))
 
     def create(
-        self, title: str, kind: str, cap: int, note: str, contact: str, ends_at: int, id_check: bool
+        self, title: str, kind: str, cap: int, note: str, contact: str, ends_at: int, id_check: bool,
+        screen_required: bool | None = None,
     ) -> ExamSettings:
         """Settings for a new exam; the exam itself starts when its first link is used.
 
@@ -72,6 +81,7 @@ class ExamRegistry:
             contact=contact,
             ends_at=ends_at,
             id_check=id_check,
+            screen_required=screen_required_by_default(kind) if screen_required is None else screen_required,
         )
 
     def open(self, settings: ExamSettings) -> Exam:

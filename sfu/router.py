@@ -30,12 +30,14 @@ class ExamMedia:
         exam_id: str,
         config: ServerConfig,
         oral: bool = False,
+        screen_required: bool = True,
         on_media_change: Callable[[str], None] | None = None,
     ) -> None:
         self.exam_id = exam_id
         self._on_media_change = on_media_change
         self.config = config
         self.oral = oral
+        self.screen_required = screen_required
         self.transcode = config.media_mode == "transcode"
         self.peers: dict[str, MediaPeer] = {}
         self.routes: dict[str, tuple[str, int]] = {}
@@ -46,7 +48,9 @@ class ExamMedia:
 
     async def student_offer(self, student: str, sdp: str) -> str:
         """A student's (re)offer: webcam, screen and microphone in, voice and camera out."""
-        return await self._negotiate(student, sdp, student_layout())
+        # Without the screen requirement, a phone or tablet offers camera and microphone only.
+        with_screen = self.screen_required or sdp.count("\nm=") != len(student_layout(screen=False))
+        return await self._negotiate(student, sdp, student_layout(screen=with_screen))
 
     async def surveillant_offer(self, surveillant: str, sdp: str, slots: int) -> str:
         """A surveillant's (re)offer with one set of tracks per slot."""
@@ -87,6 +91,9 @@ class ExamMedia:
 
     def route(self, student: str, surveillant: str | None, slot: int | None) -> None:
         """Send the student's tracks to this surveillant's slot (or nowhere)."""
+        peer = self.peers.get(student)
+        if peer is not None and self.routes.get(student) != (surveillant, slot):
+            peer.live_announced = False  # `media_live` again once the media reaches the new desk
         if surveillant is None or slot is None:
             self.routes.pop(student, None)
             peer = self.peers.get(student)
@@ -167,6 +174,17 @@ class ExamMedia:
         transceiver.sender.replaceTrack(track)
 
     # -- figures and the end -------------------------------------------------------
+
+    def newly_live(self) -> list[str]:
+        """Students whose media, on their current connection, has now reached the SFU and is
+        forwarded to their surveillant; each is named once per connection (for `media_live`)."""
+        live = []
+        for student in self.routes:
+            peer = self.peers.get(student)
+            if peer is not None and not peer.live_announced and peer.media_forwarded():
+                peer.live_announced = True
+                live.append(student)
+        return live
 
     def track_stats(self, student: str) -> dict[str, Any]:
         """Live figures of a student's tracks for their surveillant's tiles, and of their connection."""

@@ -248,7 +248,7 @@ class Connection:
         cap = message["cap"] if message["kind"] == "written" else 1
         settings = self.registry.create(
             message["title"], message["kind"], cap, message.get("note", ""), message.get("contact", ""),
-            message["ends_at"], message["id_check"],
+            message["ends_at"], message["id_check"], message.get("screen_required"),
         )
         logger.info("exam %s: created", settings.exam_id)
         await self.reply(

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from tests.browser import launch_chromium
+from tests.firefox import launch_firefox
 
 TEST_SECRET = b"test-secret-0123456789abcdef"
 
@@ -76,6 +77,13 @@ async def server(server_factory: ServerFactory) -> RunningServer:
 async def chromium() -> AsyncIterator[Any]:
     """A headless Chromium (playwright Browser); skips or, in CI, fails when it is missing."""
     async with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+async def firefox() -> AsyncIterator[Any]:
+    """A headless Firefox ESR (tests/firefox.py); skips or, in CI, fails when it is missing."""
+    async with launch_firefox() as browser:
         yield browser
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.peers import Client
 from tests.test_organiser_flow import (
     TIMEOUT_MS,
     create_exam as create_exam_in_page,
@@ -25,7 +24,7 @@ from tests.test_organiser_flow import (
     surveillant_starts_oral,
     visible,
 )
-from tests.test_student_page import create_exam, session, student_page  # noqa: F401 (session: a fixture)
+from tests.test_student_page import create_exam, desk_with_media, session, student_page  # noqa: F401 (session: a fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -116,8 +115,8 @@ async def test_the_student_page_in_every_step(server: Any, page_factory: Any, se
     await page.wait_for_selector("#session-heading:text-is('Waiting for a surveillant')", timeout=TIMEOUT_MS)
     await check(page, "student waiting")
 
-    desk = Client(session, server.url)
-    await desk.connect(created["surveillant_links"][0].split("#", 1)[1], name="Mevr. Jansen")
+    # A desk with its media connection: the student is live only once their media reaches it.
+    desk, desk_media = await desk_with_media(session, server, created["surveillant_links"][0])
     await page.wait_for_selector("#session-heading:text-is('Checking your identity')", timeout=TIMEOUT_MS)
     await visible(page, "#live-banner")
     await check(page, "student ID check")
@@ -136,6 +135,7 @@ async def test_the_student_page_in_every_step(server: Any, page_factory: Any, se
     await audit.check_after(page, "#leave-button", "#leave-dialog", "student leave dialog")
     await audit.check_after(page, "#leave-dialog button[value=leave]", "#step-ended", "student ended")
 
+    await desk_media.close()
     await desk.close()
     audit.assert_clean()
     assert page.errors == [], page.errors

@@ -109,7 +109,35 @@ def test_to_public_has_the_welcome_fields() -> None:
         "contact": "toetsbureau@example.nl",
         "ends_at": NOW + 3600,
         "id_check": True,
+        "screen_required": True,
     }
+
+
+@pytest.mark.parametrize("screen_required", [True, False])
+def test_screen_required_is_signed_and_round_trips(screen_required: bool) -> None:
+    capability = student(dataclasses.replace(EXAM, screen_required=screen_required))
+    signer = LinkSigner(SECRET)
+    verified = signer.verify(signer.sign(capability), NOW)
+    assert verified.exam is not None and verified.exam.screen_required is screen_required
+
+
+@pytest.mark.parametrize(("kind", "required"), [("written", True), ("oral", False)])
+def test_a_link_signed_before_screen_required_gets_its_kinds_default(
+    monkeypatch: pytest.MonkeyPatch, kind: str, required: bool
+) -> None:
+    public = ExamSettings.to_public
+
+    def before(self: ExamSettings) -> dict:
+        fields = public(self)
+        del fields["screen_required"]
+        return fields
+
+    signer = LinkSigner(SECRET)
+    monkeypatch.setattr(ExamSettings, "to_public", before)
+    token = signer.sign(student(dataclasses.replace(EXAM, kind=kind, cap=1, screen_required=not required)))
+    monkeypatch.undo()
+    verified = signer.verify(token, NOW)
+    assert verified.exam is not None and verified.exam.screen_required is required
 
 
 @pytest.mark.parametrize("id_check", [True, False])

@@ -54,6 +54,7 @@ VALID: dict[str, dict[str, Any]] = {
         "contact": "toetsbureau@example.nl",
         "ends_at": 1_700_003_600,
         "id_check": True,
+        "screen_required": True,
     },
     "add_surveillant": {},
     "set_cap": {"cap": 4},
@@ -124,6 +125,14 @@ def test_bytes_frame_is_accepted() -> None:
 def test_id_is_returned() -> None:
     assert parsed("leave", id=0)["id"] == 0
     assert parsed("leave", id=2**31 - 1)["id"] == 2**31 - 1
+
+
+def test_create_exam_may_leave_screen_required_out_but_not_send_a_non_boolean() -> None:
+    fields = dict(VALID["create_exam"])
+    del fields["screen_required"]
+    parsed = parse_client_message(json.dumps({"type": "create_exam", "v": 1, **fields}), "organiser")
+    assert parsed.get("screen_required") is None  # the kind's default applies (sfu/registry.py)
+    assert field_code("create_exam", screen_required="yes") == "invalid"
 
 
 def test_hello_optional_fields_default_to_none() -> None:
@@ -274,7 +283,8 @@ def test_too_large_wins_over_role_and_fields() -> None:
 
 
 @pytest.mark.parametrize(("message_type", "field"), [(t, f) for t in sorted(VALID) for f in VALID[t]
-                                                     if (t, f) not in {("hello", "name"), ("hello", "resume")}])
+                                                     if (t, f) not in {("hello", "name"), ("hello", "resume"),
+                                                                       ("create_exam", "screen_required")}])
 def test_every_required_field_is_required(message_type: str, field: str) -> None:
     assert field_code(message_type, **{field: DROP}) == "invalid"
 

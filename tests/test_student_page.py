@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.browser import CANVAS_SCREEN_FUNCTION
-from tests.peers import Client
+from tests.peers import Client, SurveillantPeer
 
 pytestmark = pytest.mark.browser
 
@@ -226,6 +226,18 @@ async def test_language_follows_the_browser_and_can_be_switched(
     assert page.errors == []
 
 
+async def desk_with_media(
+    session: aiohttp.ClientSession, server: Any, link: str, name: str = "Mevr. Jansen", slots: int = 4
+) -> tuple[Client, SurveillantPeer]:
+    """A surveillant's desk (aiortc) with its media connection (`slots`: the exam's cap), which
+    the student's media is forwarded to."""
+    desk = Client(session, server.url)
+    assert (await desk.connect(link.split("#", 1)[1], name=name))["type"] == "welcome"
+    media = SurveillantPeer(slots)
+    await media.connect(desk)
+    return desk, media
+
+
 async def go_live(page: Any, link: str, name: str = "Sanne") -> None:
     await page.goto(link)
     await page.fill("#student-name", name)
@@ -241,8 +253,7 @@ async def test_the_whole_path_to_live_and_out_again(
     server: Any, page_factory: Any, session: aiohttp.ClientSession
 ) -> None:
     created = await create_exam(session, server)
-    desk = Client(session, server.url)
-    assert (await desk.connect(created["surveillant_links"][0].split("#", 1)[1], name="Mevr. Jansen"))["type"] == "welcome"
+    desk, desk_media = await desk_with_media(session, server, created["surveillant_links"][0])
 
     page = await student_page(page_factory)
     await go_live(page, created["student_link"])
@@ -313,6 +324,7 @@ async def test_the_whole_path_to_live_and_out_again(
     )
     assert kept == [0, 0, "", 0, 0]
     assert page.errors == []
+    await desk_media.close()
     await desk.close()
 
 
@@ -320,8 +332,7 @@ async def test_a_dropped_socket_recovers_to_live_with_the_same_surveillant(
     server: Any, page_factory: Any, session: aiohttp.ClientSession
 ) -> None:
     created = await create_exam(session, server)
-    desk = Client(session, server.url)
-    await desk.connect(created["surveillant_links"][0].split("#", 1)[1], name="Mevr. Jansen")
+    desk, desk_media = await desk_with_media(session, server, created["surveillant_links"][0])
 
     page = await student_page(page_factory)
     await go_live(page, created["student_link"])
@@ -340,6 +351,7 @@ async def test_a_dropped_socket_recovers_to_live_with_the_same_surveillant(
     )
     assert roster["students"][0]["id"] == first
     assert page.errors == []
+    await desk_media.close()
     await desk.close()
 
 
@@ -347,8 +359,7 @@ async def test_a_session_ended_by_the_surveillant_stops_everything_and_says_why(
     server: Any, page_factory: Any, session: aiohttp.ClientSession
 ) -> None:
     created = await create_exam(session, server)
-    desk = Client(session, server.url)
-    await desk.connect(created["surveillant_links"][0].split("#", 1)[1], name="Mevr. Jansen")
+    desk, desk_media = await desk_with_media(session, server, created["surveillant_links"][0])
     page = await student_page(page_factory, locale="nl-NL")
     await go_live(page, created["student_link"])
     await page.wait_for_selector("#live-banner:not([hidden])", timeout=15000)
@@ -363,6 +374,7 @@ async def test_a_session_ended_by_the_surveillant_stops_everything_and_says_why(
     states = await page.evaluate("window.__tracks.map((track) => track.readyState)")
     assert len(states) >= 3 and set(states) == {"ended"}
     assert page.errors == []
+    await desk_media.close()
     await desk.close()
 
 

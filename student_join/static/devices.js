@@ -127,6 +127,20 @@ export async function openWholeScreen() {
   return track;
 }
 
+// Which browser's settings hold a blocked permission: 'ios' (every browser on an iPhone or
+// iPad is Safari underneath), 'firefox', 'safari' (macOS) or 'chrome' (Chrome, Edge, Chromium).
+export function browserFamily(userAgent = globalThis.navigator?.userAgent ?? '', touchPoints = globalThis.navigator?.maxTouchPoints ?? 0) {
+  if (/iPhone|iPad|iPod/.test(userAgent) || (/Macintosh/.test(userAgent) && touchPoints > 1)) return 'ios';
+  if (/Firefox\//.test(userAgent)) return 'firefox';
+  if (/Safari\//.test(userAgent) && !/Chrome\/|Chromium\/|Edg\//.test(userAgent)) return 'safari';
+  return 'chrome';
+}
+
+// The catalogue key of the way to unblock `device` ('camera' or 'microphone') in this browser.
+export function unblockKey(device) {
+  return `student.unblock_${device}_${browserFamily()}`;
+}
+
 export function isLive(track) {
   return Boolean(track) && track.readyState === 'live';
 }

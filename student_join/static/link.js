@@ -11,7 +11,7 @@ function decodeBase64Url(text) {
   return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
 }
 
-// { title, kind, note, contact, id_check } from a token, or null when it cannot be read.
+// { title, kind, note, contact, id_check, screen_required } from a token, or null when it cannot be read.
 export function examFromToken(token) {
   try {
     const payload = JSON.parse(decodeBase64Url(token.split('.')[0]));
@@ -24,6 +24,8 @@ export function examFromToken(token) {
       note: text(exam.note),
       contact: text(exam.contact),
       id_check: exam.id_check === true,
+      // Links signed before the setting existed: required for written exams, not for oral ones.
+      screen_required: typeof exam.screen_required === 'boolean' ? exam.screen_required : exam.kind !== 'oral',
     };
   } catch {
     return null;

@@ -4,7 +4,9 @@
 //
 // Transceivers, in the order docs/PROTOCOL.md fixes: webcam video sendonly,
 // screen video sendonly, microphone audio sendonly, talk-back audio recvonly,
-// examiner video recvonly; VP8 and Opus only, all bundled. aiortc does no
+// examiner video recvonly; VP8 and Opus only, all bundled. Without screen sharing (a
+// phone or tablet, in an exam that does not require the screen) the screen transceiver is
+// left out and the server lays the offer out without it. aiortc does no
 // trickle ICE, so the offer goes out once gathering is complete.
 
 const ICE_GATHERING_TIMEOUT_MS = 8000;
@@ -58,6 +60,7 @@ export class Publisher extends EventTarget {
   #signalling;
   #iceServers;
   #tracks;
+  #withScreen;
   #pc = null;
   #senders = {};
   #quality = null;
@@ -66,11 +69,14 @@ export class Publisher extends EventTarget {
   #closed = false;
   #watch = null;
 
-  constructor({ signalling, iceServers = [], tracks }) {
+  // withScreen false: no screen transceiver at all (a phone or tablet in an exam that does
+  // not require the screen); the server then lays the offer out without it.
+  constructor({ signalling, iceServers = [], tracks, withScreen = true }) {
     super();
     this.#signalling = signalling;
     this.#iceServers = iceServers;
     this.#tracks = { ...tracks };
+    this.#withScreen = withScreen;
   }
 
   get connectionState() {
@@ -107,13 +113,13 @@ export class Publisher extends EventTarget {
     this.#pc = pc;
 
     const webcam = pc.addTransceiver(this.#tracks.camera ?? 'video', { direction: 'sendonly' });
-    const screen = pc.addTransceiver(this.#tracks.screen ?? 'video', { direction: 'sendonly' });
+    const screen = this.#withScreen ? pc.addTransceiver(this.#tracks.screen ?? 'video', { direction: 'sendonly' }) : null;
     const microphone = pc.addTransceiver(this.#tracks.microphone ?? 'audio', { direction: 'sendonly' });
     const talkBack = pc.addTransceiver('audio', { direction: 'recvonly' });
     const examiner = pc.addTransceiver('video', { direction: 'recvonly' });
-    for (const transceiver of [webcam, screen, examiner]) preferCodecs(transceiver, 'video', 'video/vp8');
+    for (const transceiver of [webcam, screen, examiner]) if (transceiver) preferCodecs(transceiver, 'video', 'video/vp8');
     for (const transceiver of [microphone, talkBack]) preferCodecs(transceiver, 'audio', 'audio/opus');
-    this.#senders = { camera: webcam.sender, screen: screen.sender, microphone: microphone.sender };
+    this.#senders = { camera: webcam.sender, screen: screen?.sender, microphone: microphone.sender };
 
     pc.addEventListener('connectionstatechange', () => {
       if (pc === this.#pc) this.#emit('state', pc.connectionState);

@@ -14,6 +14,7 @@ import {
   openCameraAndMicrophone,
   openMicrophone,
   openWholeScreen,
+  unblockKey,
 } from './devices.js';
 import { examFromToken } from './link.js';
 import { Publisher } from './publisher.js';
@@ -43,12 +44,17 @@ const page = {
   renegotiateTimer: 0,
   step: 'loading',
   surveillant: null,
+  surveillantId: null,
   queuePosition: null,
   participantId: null,
   admitted: false, // with an ID check: true once the surveillant has checked the student's identity
   handRaised: false,
   mediaState: 'new',
   mediaEverConnected: false,
+  // The server's `media_live`: this connection's media reaches the SFU and is forwarded. Only
+  // then (and while connected) does the page say "live"; every new negotiation waits for it again.
+  mediaLive: false,
+  mediaFailed: false,
   lastStatus: null,
   ended: false,
   retry: null,
@@ -90,12 +96,31 @@ function setDeviceState(device, state, key) {
   say(status, key);
 }
 
+// iOS and most phones and tablets have no screen sharing at all.
+function canShareScreen() {
+  return typeof globalThis.navigator?.mediaDevices?.getDisplayMedia === 'function';
+}
+
+// An exam without the screen requirement is taken with camera and microphone where the screen
+// cannot be shared; where it can, it is shared as in a written exam.
+function screenUsed() {
+  return page.exam?.screen_required !== false || canShareScreen();
+}
+
+function usedDevices() {
+  return screenUsed() ? DEVICES : DEVICES.filter((kind) => kind !== 'screen');
+}
+
 function showExam() {
   const title = page.exam?.title?.trim() ?? '';
   $('exam-title').textContent = title;
   $('exam-title').hidden = title === '';
   $('examiner-card').hidden = page.exam?.kind !== 'oral';
   $('notice-id-check').hidden = page.exam?.id_check !== true;
+  // Before anything is asked for: this exam needs a computer, and there is another way.
+  const needsComputer = page.exam !== null && page.exam.screen_required !== false && !canShareScreen();
+  $('needs-computer').hidden = !needsComputer;
+  $('notice-form').hidden = needsComputer;
   const contact = page.exam?.contact?.trim();
   for (const element of [$('notice-contact'), $('alternative-contact')]) {
     if (contact) say(element, 'student.notice_contact', { contact });
@@ -199,6 +224,7 @@ async function beginCheck() {
   measureUplink();
   setDeviceState('camera', 'pending', 'student.camera_waiting');
   setDeviceState('microphone', 'pending', 'student.microphone_waiting');
+  $('screen-card').hidden = !screenUsed();
   if (!isLive(page.tracks.screen)) {
     $('screen-preview-box').hidden = true;
     say($('screen-share'), 'student.screen_share_button');
@@ -208,6 +234,14 @@ async function beginCheck() {
   const { camera, microphone } = await openCameraAndMicrophone();
   showCamera(camera);
   showMicrophone(microphone);
+}
+
+// Where the browser blocked a device: the way to unblock it in this browser's own settings.
+function showUnblock(device, error) {
+  const help = $(`${device}-unblock`);
+  const blocked = error?.key === `student.error_${device}_blocked`;
+  help.hidden = !blocked;
+  say(help, blocked ? unblockKey(device) : null);
 }
 
 function showCamera({ track, error }) {
@@ -220,6 +254,7 @@ function showCamera({ track, error }) {
     $('camera-preview').srcObject = null;
     setDeviceState('camera', 'problem', error?.key ?? 'student.error_camera_other');
   }
+  showUnblock('camera', track ? null : error);
   updateJoinButton();
 }
 
@@ -229,6 +264,7 @@ function showMicrophone({ track, error }) {
   clearTimeout(page.silenceTimer);
   page.checkMeter?.stop();
   page.checkMeter = null;
+  showUnblock('microphone', track ? null : error);
   if (!track) {
     $('microphone-meter').value = 0;
     setDeviceState('microphone', 'problem', error?.key ?? 'student.error_microphone_other');
@@ -312,7 +348,7 @@ function renderUplink() {
 }
 
 function devicesReady() {
-  return DEVICES.every((kind) => isLive(page.tracks[kind]));
+  return usedDevices().every((kind) => isLive(page.tracks[kind]));
 }
 
 function updateJoinButton() {
@@ -330,11 +366,14 @@ async function join() {
   page.checkMeter?.stop();
   page.checkMeter = null;
   page.surveillant = null;
+  page.surveillantId = null;
   page.queuePosition = null;
   page.participantId = null;
   page.admitted = false;
   page.mediaState = 'new';
   page.mediaEverConnected = false;
+  page.mediaLive = false;
+  page.mediaFailed = false;
   page.lastStatus = null;
   showSentMedia();
   renderSession();
@@ -382,15 +421,25 @@ function listen(signalling) {
   signalling.on('queue', (message) => {
     page.queuePosition = Number.isInteger(message.position) ? message.position : null;
     page.surveillant = null;
+    page.surveillantId = null;
+    page.mediaLive = false;
     renderSession();
   });
   signalling.on('assigned', (message) => {
     const name = message.surveillant?.name;
     page.surveillant = typeof name === 'string' && name.trim() !== '' ? name : '—';
+    // Another desk (a hand-over): live again only once the server says the media reaches it.
+    if (message.surveillant?.id !== page.surveillantId) page.mediaLive = false;
+    page.surveillantId = message.surveillant?.id ?? null;
     page.queuePosition = null;
     renderSession();
   });
   signalling.on('admitted', () => admitted());
+  signalling.on('media_live', () => {
+    page.mediaLive = true;
+    page.mediaFailed = false;
+    renderSession();
+  });
   signalling.on('message', (message) => addMessage(String(message.from ?? ''), String(message.text ?? '')));
   signalling.on('talk', (message) => renderTalk(message.on === true, String(message.from ?? '')));
   signalling.on('quality', (message) => page.publisher?.applyQuality(message.encodings));
@@ -412,7 +461,9 @@ function welcomed(welcome) {
   }
   const iceServers = Array.isArray(welcome.ice_servers) ? welcome.ice_servers : [];
   if (!page.publisher) {
-    page.publisher = new Publisher({ signalling: page.signalling, iceServers, tracks: { ...page.tracks } });
+    page.publisher = new Publisher({
+      signalling: page.signalling, iceServers, tracks: { ...page.tracks }, withScreen: screenUsed(),
+    });
     page.publisher.addEventListener('state', (event) => mediaState(event.detail));
     page.publisher.addEventListener('remote', (event) => playRemote(event.detail));
   } else {
@@ -433,7 +484,8 @@ async function negotiate() {
     console.warn('media negotiation failed', error?.code ?? error);
     if (publisher !== page.publisher || page.ended) return;
     page.mediaState = 'failed';
-    renderMediaStatus();
+    page.mediaFailed = true;
+    renderSession();
     // A dropped socket brings a new welcome, which renegotiates by itself.
     clearTimeout(page.renegotiateTimer);
     if (page.signalling?.state === 'open') {
@@ -444,21 +496,31 @@ async function negotiate() {
 
 function mediaState(state) {
   page.mediaState = state;
-  if (state === 'connected') page.mediaEverConnected = true;
+  if (state === 'connected') {
+    page.mediaEverConnected = true;
+    page.mediaFailed = false; // negotiated and connected: a failure before is over
+  }
+  if (state === 'negotiating') page.mediaLive = false;
   // 'failed' renegotiates at once; 'disconnected' gets a moment to recover by itself.
   const delay = { failed: 500, disconnected: DISCONNECTED_GRACE_MS }[state];
   clearTimeout(page.renegotiateTimer);
   if (delay !== undefined && page.signalling?.state === 'open') {
     page.renegotiateTimer = setTimeout(negotiate, delay);
   }
-  renderMediaStatus();
+  renderSession();
 }
 
 function renderMediaStatus() {
   const element = $('media-status');
   const state = page.mediaState;
-  if (state === 'connected' || state === 'closed') say(element, null);
-  else if (page.mediaEverConnected || state === 'failed' || state === 'disconnected') {
+  const contact = page.exam?.contact?.trim();
+  if (page.mediaFailed) {
+    // Retried by negotiate(); until media flows, say so and who can help.
+    if (contact) say(element, 'student.media_failed', { contact });
+    else say(element, 'student.media_failed_no_contact');
+  } else if (state === 'closed' || (state === 'connected' && (page.mediaLive || page.surveillant === null))) {
+    say(element, null);
+  } else if (state === 'failed' || state === 'disconnected' || (page.mediaEverConnected && state !== 'connected')) {
     say(element, 'student.media_reconnecting');
   } else say(element, 'student.connecting_media');
 }
@@ -502,9 +564,15 @@ function admitted() {
   if (wasChecking && !page.ended) say($('admission'), 'student.admitted_status');
 }
 
+// Live: placed with a surveillant, and the server said this connection's media reaches them.
+function watchedLive() {
+  return page.surveillant !== null && page.mediaLive && page.mediaState === 'connected';
+}
+
 function renderSession() {
-  const live = page.surveillant !== null;
-  const checking = checkingIdentity();
+  const live = watchedLive();
+  const connecting = page.surveillant !== null && !live;
+  const checking = checkingIdentity() && live;
   document.body.classList.toggle('is-live', live && !page.ended);
   $('live-banner').hidden = !live || page.ended;
   const admission = $('admission');
@@ -518,6 +586,9 @@ function renderSession() {
     say($('live-text'), 'student.live_watched_by', { name: page.surveillant });
     say($('session-heading'), 'student.live_heading');
     say($('session-text'), 'student.live_text', { name: page.surveillant });
+  } else if (connecting) {
+    say($('session-heading'), 'student.connecting_heading');
+    say($('session-text'), 'student.connecting_text', { name: page.surveillant });
   } else {
     say($('session-heading'), 'student.waiting_heading');
     if (page.queuePosition !== null) {
@@ -576,7 +647,7 @@ function showSentMedia() {
 }
 
 function renderStoppedDevices() {
-  const screenStopped = !isLive(page.tracks.screen);
+  const screenStopped = screenUsed() && !isLive(page.tracks.screen);
   $('screen-stopped').hidden = !screenStopped;
   const stopped = ['camera', 'microphone'].filter((kind) => !isLive(page.tracks[kind]));
   $('device-stopped').hidden = stopped.length === 0;

@@ -10,6 +10,7 @@ import { errorText, renderConnection, renderResults, renderTopbar, setResult } f
 const DEFAULT_CAP = { written: 8, oral: 1 };
 // An oral examiner checks identity while talking; a written exam checks before it starts.
 const DEFAULT_ID_CHECK = { written: true, oral: false };
+const DEFAULT_SCREEN_REQUIRED = { written: true, oral: false };
 const DEFAULT_DURATION_MS = 2 * 60 * 60 * 1000;
 const CAP_MIN = 1;
 const CAP_MAX = 50;
@@ -168,6 +169,7 @@ function syncCapToKind() {
   cap.readOnly = kind === 'oral';
   cap.setAttribute('aria-readonly', String(kind === 'oral'));
   $('id-check-input').checked = DEFAULT_ID_CHECK[kind];
+  $('screen-required-input').checked = DEFAULT_SCREEN_REQUIRED[kind];
 }
 
 function fieldError(inputId, errorId, key, vars = {}) {
@@ -208,7 +210,11 @@ function readCreateForm() {
     return null;
   }
   const idCheck = $('id-check-input').checked;
-  return { title, kind, cap: kind === 'oral' ? 1 : cap, note, contact, ends_at: endsAtSeconds, id_check: idCheck };
+  const screenRequired = $('screen-required-input').checked;
+  return {
+    title, kind, cap: kind === 'oral' ? 1 : cap, note, contact, ends_at: endsAtSeconds, id_check: idCheck,
+    screen_required: screenRequired,
+  };
 }
 
 async function createExam() {
