@@ -206,11 +206,13 @@ class MediaPeer:
             kind: [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() == mime.lower()]
             for kind, mime in CODEC_BY_KIND.items()
         }
+        # Publishers may retransmit with RTX (RFC 4588) where they offer it: upstream repair.
+        rtx = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == "video/rtx"]
         for index, spec in enumerate(self.layout):
             if index % TRANSCEIVERS_PER_TURN == 0:
                 await asyncio.sleep(0)
             transceiver = self.pc.addTransceiver(spec.kind, direction="recvonly" if spec.receives else "sendonly")
-            transceiver.setCodecPreferences(codecs[spec.kind])
+            transceiver.setCodecPreferences(codecs[spec.kind] + (rtx if spec.receives and spec.kind == "video" else []))
             self.transceivers[spec.name] = transceiver
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if len(self.pc.getTransceivers()) != len(self.layout):
@@ -273,12 +275,14 @@ class MediaPeer:
                     payload_type=codec.payloadType,
                     audio_level_id=_extension_id(transceiver, AUDIO_LEVEL_URI),
                     request_keyframe=self.send_pli,
+                    send_nack=self.send_nack,
                 )
                 self.publications[spec.name] = publication
                 rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.ssrcs[1:]}
                 primary = [info.ssrc for info in section.ssrc if info.ssrc not in rtx]
                 if primary:
                     self._learn(primary[0], publication)
+                    self._learn_rtx(transceiver, section, publication)
                 elif transceiver.mid is not None:
                     self._unrouted_mids[transceiver.mid] = publication
             else:
@@ -303,6 +307,21 @@ class MediaPeer:
         publication.ssrc = ssrc
         self._by_ssrc[ssrc] = publication
         self._inbox.route(ssrc, publication)
+
+    def _learn_rtx(self, transceiver: Any, section: Any, publication: Publication) -> None:
+        """Route the publication's RTX stream (ssrc-group FID, negotiated rtx payload type) to it."""
+        payload_type = next(
+            (c.payloadType for c in transceiver._codecs
+             if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == publication.payload_type),
+            None,
+        )
+        groups = [g.ssrcs for g in section.ssrc_group if g.semantic == "FID" and len(g.ssrcs) == 2]
+        rtx_ssrc = next((ssrcs[1] for ssrcs in groups if ssrcs[0] == publication.ssrc), None)
+        if payload_type is None or rtx_ssrc is None or rtx_ssrc in self._by_ssrc:
+            return
+        publication.rtx_payload_type = payload_type
+        self._by_ssrc[rtx_ssrc] = publication
+        self._inbox.route(rtx_ssrc, publication)
 
     @property
     def packets_received(self) -> int:
@@ -486,6 +505,10 @@ class MediaPeer:
         """Ask this peer for a keyframe of one of its tracks."""
         self.send_rtcp([RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=media_ssrc)])
 
+    def send_nack(self, media_ssrc: int, sequences: list[int]) -> None:
+        """Ask this peer to send again packets of one of its tracks (generic NACK)."""
+        self.send_rtcp([rtcp.generic_nack(self.rtcp_ssrc, media_ssrc, sequences)])
+
     def send_rtcp(self, packets: list[Any]) -> None:
         """Protect and send one compound RTCP packet."""
         tx = self._tx
@@ -561,6 +584,7 @@ class MediaPeer:
         for leg in self.legs.values():
             leg.attach(None)
         for publication in self.publications.values():
+            publication.close()
             if publication.leg is not None:
                 publication.leg.attach(None)
         self._rx = self._tx = None
