@@ -278,7 +278,7 @@ class MediaPeer:
                     send_nack=self.send_nack,
                 )
                 self.publications[spec.name] = publication
-                rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.ssrcs[1:]}
+                rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.items[1:]}
                 primary = [info.ssrc for info in section.ssrc if info.ssrc not in rtx]
                 if primary:
                     self._learn(primary[0], publication)
@@ -315,7 +315,7 @@ class MediaPeer:
              if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == publication.payload_type),
             None,
         )
-        groups = [g.ssrcs for g in section.ssrc_group if g.semantic == "FID" and len(g.ssrcs) == 2]
+        groups = [g.items for g in section.ssrc_group if g.semantic == "FID" and len(g.items) == 2]
         rtx_ssrc = next((ssrcs[1] for ssrcs in groups if ssrcs[0] == publication.ssrc), None)
         if payload_type is None or rtx_ssrc is None or rtx_ssrc in self._by_ssrc:
             return

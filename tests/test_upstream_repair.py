@@ -1,0 +1,93 @@
+"""Upstream repair through the real server: an aiortc student behind a lossy link (5% of its
+media lost, 20 ms each way, in its own sockets: load_tests/lossy_link.py), a surveillant
+watching. The SFU NACKs the gaps, aiortc's sender answers from its 128-packet history (with
+RTX where the offer negotiates it, else plainly), and keyframes are asked for only when a
+repair fails: before, each gap cost one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from aiortc import RTCRtpSender
+
+from load_tests.lossy_link import LossyLink
+from tests.peers import Client, StudentPeer, wait_until
+from tests.test_sfu_forwarding import create_exam, join_surveillant, media_server, token  # noqa: F401 (fixture)
+
+WEBCAM_DROPS = 15
+"""Webcam packets the link loses before the test looks: about seven seconds at 5%."""
+
+
+async def lossy_student(session: aiohttp.ClientSession, server: Any, created: dict[str, Any], link: LossyLink,
+                        rtx: bool, answers_nacks: bool = True) -> tuple[Client, StudentPeer]:
+    client = Client(session, server.url)
+    welcome = await client.connect(token(created["student_link"]), name="Sam")
+    assert welcome["type"] == "welcome", welcome
+    peer = StudentPeer()
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    for transceiver in peer.pc.getTransceivers()[:2]:  # webcam and screen
+        wanted = ("video/vp8", "video/rtx") if rtx else ("video/vp8",)
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in wanted])
+        if not answers_nacks:
+            async def ignore(sequence: int) -> None:
+                return None
+
+            transceiver.sender._retransmit = ignore
+    await peer.connect(client, on_answer=lambda sdp: None)
+    link.install(peer.pc)
+    return client, peer
+
+
+def webcam_of(server: Any, created: dict[str, Any]) -> Any:
+    from sfu.app import REGISTRY
+
+    exam = server.app[REGISTRY].exams[created["exam"]["id"]]
+    return next(p for p in exam.media.peers.values() if "webcam" in p.publications).publications["webcam"]
+
+
+@pytest.mark.parametrize("rtx", [True, False], ids=["rtx", "plain retransmission"])
+async def test_uplink_losses_are_repaired_with_nacks_not_keyframes(media_server: Any, rtx: bool) -> None:
+    server = media_server
+    link = LossyLink(loss=0.05, delay=0.02)
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=1)
+        surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0], "Mevr. Jansen", 1)
+        student, publisher = await lossy_student(session, server, created, link, rtx)
+        tile = watcher.received[0]["webcam"]
+        await wait_until(lambda: tile.frames >= 5, 20)
+        webcam = webcam_of(server, created)
+        assert (webcam.rtx_payload_type is not None) == rtx  # negotiated where the student offered it
+        ssrc = publisher.pc.getTransceivers()[0].sender._ssrc
+        dropped, keyframes, frames = link.dropped_by_ssrc.get(ssrc, 0), webcam.keyframes.sent, tile.frames
+        await wait_until(lambda: link.dropped_by_ssrc.get(ssrc, 0) - dropped >= WEBCAM_DROPS, 60)
+        gaps = link.dropped_by_ssrc[ssrc] - dropped
+        nacks = webcam.nacks
+        assert nacks is not None and nacks.nacked >= gaps // 2, (nacks.nacked, gaps)
+        assert nacks.repaired >= gaps // 2, (nacks.repaired, gaps)
+        # Before: one keyframe request per gap (at most two a second). Now only failed repairs ask.
+        asked = webcam.keyframes.sent - keyframes
+        assert asked <= gaps // 5, (asked, gaps)
+        assert webcam.stats.lost <= gaps // 4  # what was repaired no longer counts as lost
+        assert tile.frames > frames  # and the surveillant kept decoding
+        for closable in (publisher, watcher, student, surveillant):
+            await closable.close()
+
+
+async def test_a_nack_the_student_does_not_answer_ends_in_a_keyframe_request(media_server: Any) -> None:
+    server = media_server
+    link = LossyLink(loss=0.05)
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=1)
+        surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0], "Dhr. de Vries", 1)
+        student, publisher = await lossy_student(session, server, created, link, rtx=False, answers_nacks=False)
+        tile = watcher.received[0]["webcam"]
+        await wait_until(lambda: tile.frames >= 5, 20)
+        webcam = webcam_of(server, created)
+        keyframes = webcam.keyframes.sent
+        assert webcam.nacks is not None
+        await wait_until(lambda: webcam.nacks.given_up >= 2, 60)
+        assert webcam.keyframes.sent > keyframes and webcam.nacks.repaired <= webcam.nacks.given_up
+        for closable in (publisher, watcher, student, surveillant):
+            await closable.close()
