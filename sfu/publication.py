@@ -13,6 +13,7 @@ window waits for its end.
 from __future__ import annotations
 
 import asyncio
+import os
 from time import monotonic
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -26,6 +27,10 @@ from .track_stats import TrackStats
 
 if TYPE_CHECKING:
     from .forward import Leg
+
+UPSTREAM_REPAIR = os.environ.get("INVIGIL_UPSTREAM_REPAIR", "1") != "0"
+"""Whether video gaps are NACKed (else each asks for a keyframe, as before): for comparisons
+(load_tests/lossy.py)."""
 
 MAX_LATE = 512
 """How far behind the newest packet a packet counts as late (reordered or repaired); one
@@ -58,7 +63,7 @@ class Publication(LaneSlot):
         self.keyframes = KeyframeLimiter()
         self._request_keyframe = request_keyframe
         self._send_nack = send_nack
-        self.nacks = NackGenerator() if send_nack is not None and kind == "video" else None
+        self.nacks = NackGenerator() if UPSTREAM_REPAIR and send_nack is not None and kind == "video" else None
         """Upstream repair; without a way to send NACKs, every video gap asks for a keyframe."""
         self.rtx_payload_type: int | None = None
         """The RTX payload type (RFC 4588) the publisher retransmits with, if negotiated."""
