@@ -157,7 +157,9 @@ class Leg(LegCounters):
         self.packets_sent += 1
         # Kept as sent, protected: a retransmission is the same SRTP packet again, which the
         # subscriber accepts because it never received the original.
-        self._history[sequence % HISTORY_SIZE] = self.sink.send_rtp(header, memoryview(packet)[start:end])
+        sent = self.sink.send_rtp(header, memoryview(packet)[start:end])
+        if not late or (self._last_sequence - sequence) & 0xFFFF < HISTORY_SIZE:
+            self._history[sequence % HISTORY_SIZE] = sent  # (a repair older than the history keeps out)
 
     def retransmit(self, sequences: list[int]) -> None:
         """Send again what the subscriber reported lost (NACK), if still in the history."""

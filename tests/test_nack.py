@@ -190,3 +190,17 @@ async def test_a_keyframe_request_inside_the_limit_is_sent_when_it_ends() -> Non
     await asyncio.sleep(0.2)
     assert publisher.requests == [0x1111, 0x1111]
     pub.close()
+
+
+def test_a_repair_older_than_the_history_does_not_push_out_a_newer_packet() -> None:
+    pub, _, _, sink = repairing()
+    assert pub.nacks is not None and pub.leg is not None
+    pub.nacks.max_gap = pub.nacks.max_pending = 1000  # only to reach this case
+    pub.receive(rtp(10, 100, VP8_KEY_START))
+    for sequence in range(12, 12 + 300):
+        pub.receive(rtp(sequence, 100 + sequence, VP8_CONTINUATION))
+    newer = pub.leg._history[2 % 256]  # sequence 11 would go out as the leg's 2, in 258's place
+    assert newer is not None and parse(newer).sequence == 258
+    pub.receive(rtp(11, 100, VP8_CONTINUATION))
+    assert parse(sink.sent[-1]).sequence == 2  # still forwarded, in its place
+    assert pub.leg._history[2 % 256] is newer
