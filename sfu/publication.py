@@ -104,11 +104,13 @@ class Publication(LaneSlot):
         marker = second & 0x80
         stats = self.stats
         expected = stats.expected_sequence
-        late = expected is not None and 0 < (expected - sequence) & 0xFFFF <= MAX_LATE
-        if late and self.nacks is not None:
-            if not self.nacks.received(sequence, monotonic()):
-                return  # a duplicate, or given up on (a keyframe is on its way): not forwarded
-            stats.lost -= 1  # repaired: RFC 3550 counts lost as expected minus received
+        late = False
+        if sequence != expected and expected is not None:
+            late = (expected - sequence) & 0xFFFF <= MAX_LATE
+            if late and self.nacks is not None:
+                if not self.nacks.received(sequence, monotonic()):
+                    return  # a duplicate, or given up on (a keyframe is on its way): not forwarded
+                stats.lost -= 1  # repaired: RFC 3550 counts lost as expected minus received
         stats.packets += 1
         stats.bytes += end - start
         stats.last_packet = monotonic()
