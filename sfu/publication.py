@@ -147,7 +147,7 @@ class Publication(LaneSlot):
         start = 12 + 4 * (first & 0x0F)
         if first & 0x10:
             if start + 4 > len(data):
-                return
+                return None
             start += 4 + 4 * ((data[start + 2] << 8) | data[start + 3])
         end = len(data) - data[-1] if first & 0x20 else len(data)
         if self.ssrc is None or start + 2 >= end:
@@ -170,10 +170,13 @@ class Publication(LaneSlot):
             # The uplink lost video we cannot get back: ask for a keyframe rather than freeze.
             self.request_keyframe()
             return
+        if self._nack_timer is not None:
+            self._nack_timer.cancel()  # one timer at a time: _nack_due sets the next
         self._nack_due()
 
     def _nack_due(self) -> None:
-        """Send the NACKs due now, give up if a repair failed, and wake up at the next deadline."""
+        """Send the NACKs due now, give up if a repair failed, and wake up at the next deadline
+        (called by the timer, or with it cancelled)."""
         self._nack_timer = None
         nacks = self.nacks
         if nacks is None or self.ssrc is None:

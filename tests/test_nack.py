@@ -204,3 +204,15 @@ def test_a_repair_older_than_the_history_does_not_push_out_a_newer_packet() -> N
     pub.receive(rtp(11, 100, VP8_CONTINUATION))
     assert parse(sink.sent[-1]).sequence == 2  # still forwarded, in its place
     assert pub.leg._history[2 % 256] is newer
+
+
+async def test_one_retry_timer_per_track_however_many_gaps() -> None:
+    pub, _, nacks, _ = repairing()
+    pub.receive(rtp(10, 100, VP8_KEY_START))
+    for sequence in range(12, 40, 2):  # every other packet lost: a gap each time
+        pub.receive(rtp(sequence, 100, VP8_CONTINUATION))
+    loop = asyncio.get_running_loop()
+    pending = [handle for handle in loop._scheduled if not handle.cancelled()]  # type: ignore[attr-defined]
+    assert len(pending) == 1 and len(nacks.sent) == 14
+    pub.close()
+    assert not [handle for handle in loop._scheduled if not handle.cancelled()]  # type: ignore[attr-defined]
