@@ -6,6 +6,8 @@ repair fails: before, each gap cost one."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -91,3 +93,72 @@ async def test_a_nack_the_student_does_not_answer_ends_in_a_keyframe_request(med
         assert webcam.keyframes.sent > keyframes and webcam.nacks.repaired <= webcam.nacks.given_up
         for closable in (publisher, watcher, student, surveillant):
             await closable.close()
+
+
+@pytest.mark.parametrize("rtx", [True, False], ids=["rtx", "plain retransmission"])
+async def test_a_student_in_a_lossy_network_namespace_is_repaired(rtx: bool) -> None:
+    """The same through a real lossy link: the student in its own process inside a network
+    namespace whose veth loses 5% of what it sends (media, RTCP, STUN alike)."""
+    import socket
+    import subprocess
+    import sys
+
+    from aiohttp import web
+
+    from sfu.app import make_app
+    from sfu.config import ServerConfig
+    from tests.conftest import TEST_SECRET
+    from tests.netns import available, lossy_namespace
+
+    why_not = available()
+    if why_not is not None:
+        pytest.skip(why_not)
+    with lossy_namespace(0.05) as namespace:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((namespace.outside, 0))
+        url = f"http://{namespace.outside}:{sock.getsockname()[1]}"
+        app = make_app(ServerConfig(secret=TEST_SECRET, public_url=url))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        from sfu.app import creator_link
+
+        server = SimpleNamespace(url=url, app=app, creator_link=creator_link(app))
+        student = None
+        try:
+            async with aiohttp.ClientSession() as session:
+                created = await create_exam(session, server, cap=1)
+                surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0],
+                                                              "Mevr. Jansen", 1)
+                student = await asyncio.create_subprocess_exec(
+                    *namespace.command(sys.executable, "-m", "tests.netns_student", url, token(created["student_link"]),
+                                       "120", *(["rtx"] if rtx else [])),
+                    stdout=subprocess.PIPE,
+                )
+                tile = watcher.received[0]["webcam"]
+                await wait_until(lambda: tile.frames >= 5, 30)
+                webcam = webcam_of(server, created)
+                assert (webcam.rtx_payload_type is not None) == rtx
+                nacks = webcam.nacks
+                assert nacks is not None
+                keyframes, frames, repaired = webcam.keyframes.sent, tile.frames, nacks.repaired
+                lost_before = webcam.stats.lost + nacks.repaired
+
+                def lost() -> int:  # sequence numbers that did not come in order since
+                    return webcam.stats.lost + nacks.repaired - lost_before
+
+                await wait_until(lambda: lost() >= WEBCAM_DROPS, 90)
+                gaps = lost()
+                asked = webcam.keyframes.sent - keyframes
+                print(f"lost {gaps}, repaired {nacks.repaired - repaired}, keyframe requests {asked}")
+                assert nacks.repaired - repaired >= gaps // 2, (nacks.repaired - repaired, gaps)
+                # Before: one keyframe request per gap (at most two a second).
+                assert asked <= gaps // 5, (asked, gaps)
+                assert tile.frames > frames
+                for closable in (watcher, surveillant):
+                    await closable.close()
+        finally:
+            if student is not None and student.returncode is None:
+                student.kill()
+                await student.wait()
+            await runner.cleanup()
