@@ -45,6 +45,7 @@ from .media_socket import DATAGRAM_SIZE, MediaDatagramTransport, adopt
 from .publication import Publication
 from .rtp_header import extension_value
 from .srtp import DatagramBuffer, FastSrtp, SrtpError
+from .uplink_rate import UplinkRate
 
 logger = logging.getLogger(__name__)
 _SSRC = struct.Struct("!I")
@@ -54,7 +55,6 @@ MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RTCP_INTERVAL = 1.0
-REMB_BITRATE = 3_000_000
 MAX_OFFER_MEDIA = 3 * CAP_MAX + 2
 """A desk at the largest cap: three m-lines per place, and its own voice and camera."""
 TRANSCEIVERS_PER_TURN = 8
@@ -191,6 +191,9 @@ class MediaPeer:
         self._pair_address: tuple[str, int] | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self._last_sender_report: dict[int, tuple[int, float]] = {}
+        self.uplink = UplinkRate()
+        """What this peer is told it may send (REMB), from the loss on its uplink."""
+        self._uplink_seen = (0, 0)
         self._on_closed = on_closed
         self._fallback_senders: dict[Any, CheckedSenders] = {}
         self._sender_checks: list[Any] = []  # what counts this peer's strangers_dropped
@@ -524,7 +527,8 @@ class MediaPeer:
             pair.protocol.transport.sendto(data, pair.remote_addr)
 
     def receiver_report(self) -> list[Any]:
-        """Receiver report blocks and a REMB for what this peer publishes, so its browser keeps sending."""
+        """Receiver report blocks and a REMB for what this peer publishes: what its uplink
+        carries, as far as loss tells (sfu/uplink_rate.py)."""
         reports = []
         now = time.monotonic()
         for publication in self.publications.values():
@@ -554,10 +558,21 @@ class MediaPeer:
                         fmt=RTCP_PSFB_APP,
                         ssrc=self.rtcp_ssrc,
                         media_ssrc=0,
-                        fci=pack_remb_fci(REMB_BITRATE, video),
+                        fci=pack_remb_fci(self._uplink_estimate(), video),
                     )
                 )
         return packets
+
+    def _uplink_estimate(self) -> int:
+        """Update the uplink estimate with the loss since the last report; return it."""
+        received = lost = 0
+        for publication in self.publications.values():
+            in_order, missed = publication.arrivals()
+            received += in_order
+            lost += missed
+        seen_received, seen_lost = self._uplink_seen
+        self._uplink_seen = (received, lost)
+        return self.uplink.update(received - seen_received, lost - seen_lost)
 
     async def _report_forever(self) -> None:
         while True:

@@ -138,6 +138,13 @@ class Publication(LaneSlot):
         if leg is not None:
             leg.send(packet, marker, sequence, timestamp, start, end, late)
 
+    def arrivals(self) -> tuple[int, int]:
+        """(packets that came in order, packets lost on the way) so far, repairs not counted
+        as either: the uplink's own loss, for its bit rate estimate."""
+        stats = self.stats
+        repaired = self.nacks.repaired if self.nacks is not None else 0
+        return stats.packets - repaired, stats.lost + repaired
+
     def _original_of(self, packet: bytes | memoryview) -> bytes | None:
         """The packet an RTX packet (RFC 4588) repeats: the original sequence number is in its
         first two payload bytes, the original payload after them. None unless it is a repair

@@ -162,3 +162,26 @@ async def test_a_student_in_a_lossy_network_namespace_is_repaired(rtx: bool) -> 
                 student.kill()
                 await student.wait()
             await runner.cleanup()
+
+
+async def test_a_publisher_on_a_link_losing_a_fifth_is_told_to_send_less_and_does(media_server: Any) -> None:
+    server = media_server
+    link = LossyLink(loss=0.2)
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=1)
+        surveillant, watcher = await join_surveillant(session, server, created["surveillant_links"][0], "Mevr. Jansen", 1)
+        student, publisher = await lossy_student(session, server, created, link, rtx=True)
+        webcam = publisher.pc.getTransceivers()[0].sender
+        await wait_until(lambda: webcam._RTCRtpSender__encoder is not None, 20)
+        encoder = webcam._RTCRtpSender__encoder
+        from sfu.app import REGISTRY
+        from sfu.uplink_rate import MAX_BITRATE
+
+        exam = server.app[REGISTRY].exams[created["exam"]["id"]]
+        peer = next(p for p in exam.media.peers.values() if "webcam" in p.publications)
+        # Told 3 Mbps before (aiortc's encoder then aims at its own 1.5 Mbps ceiling); now less each report.
+        await wait_until(lambda: peer.uplink.bitrate < 1_000_000, 40)
+        await wait_until(lambda: encoder.target_bitrate < 1_000_000, 5)
+        assert peer.uplink.bitrate < MAX_BITRATE
+        for closable in (publisher, watcher, student, surveillant):
+            await closable.close()
