@@ -12,7 +12,8 @@ them. It records every webcam RTP packet the surveillant receives and counts, pe
   marker arrived (late repairs included);
 - decodable frames: complete, and a keyframe or following a decodable frame (VP8 predicts
   from the previous frame: after a hole, nothing decodes until the next keyframe);
-- keyframe requests per second per video track (webcam and screen), as the SFU sent them.
+- keyframe requests per second per video track (webcam and screen), as the SFU sent them;
+- the bit rate each student was told last (REMB, sfu/uplink_rate.py).
 
 Each run happens twice, with repair and with INVIGIL_UPSTREAM_REPAIR's old behaviour (one
 keyframe request per gap), and prints both.
@@ -151,6 +152,7 @@ async def run(students: int, seconds: float, loss: float, delay: float, repair: 
             decodable = sum(a[2] - b[2] for a, b in zip(after, counts))
             nacked = sum(v.nacks.nacked for v in videos if v.nacks is not None)
             repaired = sum(v.nacks.repaired for v in videos if v.nacks is not None)
+            told = [p.uplink.bitrate for p in exam.media.peers.values() if "webcam" in p.publications]
             return {
                 "repair": repair,
                 "frames": frames,
@@ -159,6 +161,7 @@ async def run(students: int, seconds: float, loss: float, delay: float, repair: 
                 "keyframe_requests_per_track_per_s": round(asked / len(videos) / seconds, 3),
                 "nacked": nacked,
                 "repaired": repaired,
+                "remb_told_kbps": sorted(bitrate // 1000 for bitrate in told),
                 "uplink_packets_dropped": sum(link.dropped for link in links),
                 "uplink_packets_sent": sum(link.sent for link in links),
             }
