@@ -33,7 +33,7 @@ from aiohttp import web
 
 import sfu.publication
 from load_tests.lossy_link import LossyLink
-from sfu.rtp_header import parse, vp8_keyframe_start
+from sfu.rtp_header import vp8_keyframe_start
 from tests.peers import Client, StudentPeer, SurveillantPeer
 
 SECRET = b"lossy-bench-secret-0123456789abc"
@@ -139,7 +139,7 @@ async def run(students: int, seconds: float, loss: float, delay: float, repair: 
                 links.append(link)
                 closables += [peer, client]
             await asyncio.sleep(5)  # everyone connected and past a first keyframe
-            exam = app_exam(runner.app[REGISTRY], created["exam"]["id"])
+            exam = runner.app[REGISTRY].exams[created["exam"]["id"]]
             videos = [p.publications[name] for p in exam.media.peers.values() if "webcam" in p.publications
                       for name in ("webcam", "screen")]
             asked = sum(v.keyframes.sent for v in videos)
@@ -169,10 +169,6 @@ async def run(students: int, seconds: float, loss: float, delay: float, repair: 
         for closable in reversed(closables):
             await closable.close()
         await runner.cleanup()
-
-
-def app_exam(registry: Any, exam_id: str) -> Any:
-    return registry.exams[exam_id]
 
 
 async def main() -> None:

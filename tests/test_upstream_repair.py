@@ -1,8 +1,10 @@
-"""Upstream repair through the real server: an aiortc student behind a lossy link (5% of its
-media lost, 20 ms each way, in its own sockets: load_tests/lossy_link.py), a surveillant
-watching. The SFU NACKs the gaps, aiortc's sender answers from its 128-packet history (with
-RTX where the offer negotiates it, else plainly), and keyframes are asked for only when a
-repair fails: before, each gap cost one."""
+"""Upstream repair through the real server: an aiortc student behind a lossy link, a
+surveillant watching. The link is either the student's own sockets (5% of its media lost,
+20 ms each way: load_tests/lossy_link.py) or a network namespace whose veth loses 5% of
+everything (tests/netns.py, the student in its own process). The SFU NACKs the gaps,
+aiortc's sender answers from its 128-packet history (with RTX where the offer negotiates it,
+else plainly), and keyframes are asked for only when a repair fails: before, each gap cost
+one. A student losing a fifth is told (REMB) to send less."""
 
 from __future__ import annotations
 
