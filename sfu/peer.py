@@ -540,7 +540,7 @@ class MediaPeer:
             reports.append(
                 RtcpReceiverInfo(
                     ssrc=publication.ssrc,
-                    fraction_lost=0,
+                    fraction_lost=publication.fraction_lost(),
                     packets_lost=min(stats.lost, 0x7FFFFF),
                     highest_sequence=(stats.expected_sequence - 1) & 0xFFFF,
                     jitter=0,

@@ -67,6 +67,7 @@ class Publication(LaneSlot):
         """Upstream repair; without a way to send NACKs, every video gap asks for a keyframe."""
         self.rtx_payload_type: int | None = None
         """The RTX payload type (RFC 4588) the publisher retransmits with, if negotiated."""
+        self._reported = (0, 0)  # (packets expected, lost) at the last receiver report
         self._nack_timer: asyncio.TimerHandle | None = None
         self._keyframe_timer: asyncio.TimerHandle | None = None
         self.lane = None
@@ -144,6 +145,17 @@ class Publication(LaneSlot):
         stats = self.stats
         repaired = self.nacks.repaired if self.nacks is not None else 0
         return stats.packets - repaired, stats.lost + repaired
+
+    def fraction_lost(self) -> int:
+        """The share of packets lost since the last call, in 256ths (RFC 3550 6.4.1, for the
+        receiver report): the publisher's browser runs its own loss-based estimate on it."""
+        stats = self.stats
+        expected, lost = stats.packets + stats.lost, stats.lost
+        last_expected, last_lost = self._reported
+        self._reported = (expected, lost)
+        if expected <= last_expected or lost <= last_lost:
+            return 0
+        return min(255, (lost - last_lost) * 256 // (expected - last_expected))
 
     def _original_of(self, packet: bytes | memoryview) -> bytes | None:
         """The packet an RTX packet (RFC 4588) repeats: the original sequence number is in its

@@ -36,3 +36,20 @@ def test_repairs_count_as_neither_arrived_nor_lost_on_the_uplink() -> None:
     assert pub.arrivals() == (8, 2)
     pub.receive(packets[3])  # 13 repaired: still lost on the way, as far as the link goes
     assert pub.arrivals() == (8, 2) and pub.stats.lost == 1
+
+
+def test_receiver_reports_say_what_share_was_lost_since_the_last_one() -> None:
+    pub, _, _, _ = repairing()
+    sequence = 10
+    pub.receive(rtp(sequence, 100, VP8_KEY_START))
+    for step in [1] * 9 + [3] + [1] * 9:  # 20 came, 2 lost
+        sequence += step
+        pub.receive(rtp(sequence, 100, VP8_CONTINUATION))
+    assert pub.fraction_lost() == 2 * 256 // 22
+    for _ in range(10):
+        sequence += 1
+        pub.receive(rtp(sequence, 100, VP8_CONTINUATION))
+    assert pub.fraction_lost() == 0  # a clean interval
+    sequence += 5  # 4 lost, 1 came
+    pub.receive(rtp(sequence, 100, VP8_CONTINUATION))
+    assert pub.fraction_lost() == 4 * 256 // 5
