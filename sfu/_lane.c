@@ -320,27 +320,12 @@ forward_decrypted(Lane *self, const unsigned char *p, int length)
     if (stats->expected_sequence != (long long)sequence)
         return to_python(length); /* a gap or a late packet: counted and answered in Python */
 
-    /* What Publication.receive counts. */
-    stats->packets += 1;
-    stats->bytes += end - start;
-    stats->last_packet = clock_seconds(CLOCK_MONOTONIC); /* time.monotonic() */
-    if (second & 0x80)
-        stats->frames += 1;
-    stats->expected_sequence = (sequence + 1) & 0xFFFF;
-    if (self->audio_level_id >= 0 && stats->packets % 5 == 0) {
-        PyObject *level = audio_level(p, length, self->audio_level_id);
-        if (level == NULL)
-            return NULL;
-        Py_XSETREF(stats->audio_level, level);
-    }
-
-    /* What Leg.send writes. */
+    /* What Leg.send builds and protects, first: a packet the leg's SRTP session refuses (a
+     * jump libsrtp takes for a replay) goes to the Python path with nothing counted yet, which
+     * counts it as received and keeps None in the history. */
     LegCounters *leg = (LegCounters *)self->leg;
     uint32_t out_sequence = (sequence + self->sequence_offset) & 0xFFFF;
     uint32_t out_timestamp = timestamp + self->timestamp_offset;
-    leg->last_sequence = out_sequence;
-    leg->last_timestamp = out_timestamp;
-    leg->packets_sent += 1;
     memcpy(out, self->header, self->header_size);
     out[0] = (unsigned char)self->first_byte;
     out[1] = (unsigned char)((second & 0x80) | self->payload_type_out);
@@ -363,15 +348,31 @@ forward_decrypted(Lane *self, const unsigned char *p, int length)
     }
     memcpy(out + self->header_size, p + start, end - start);
     int out_length = (int)(self->header_size + (end - start));
-    PyObject *packet = Py_None;
-    if (self->protect(self->tx_session, out, &out_length) == 0) {
-        packet = PyBytes_FromStringAndSize((const char *)out, out_length);
-        if (packet == NULL)
+    if (self->protect(self->tx_session, out, &out_length) != 0)
+        return to_python(length);
+    PyObject *packet = PyBytes_FromStringAndSize((const char *)out, out_length);
+    if (packet == NULL)
+        return NULL;
+
+    /* What Publication.receive counts. */
+    stats->packets += 1;
+    stats->bytes += end - start;
+    stats->last_packet = clock_seconds(CLOCK_MONOTONIC); /* time.monotonic() */
+    if (second & 0x80)
+        stats->frames += 1;
+    stats->expected_sequence = (sequence + 1) & 0xFFFF;
+    if (self->audio_level_id >= 0 && stats->packets % 5 == 0) {
+        PyObject *level = audio_level(p, length, self->audio_level_id);
+        if (level == NULL) {
+            Py_DECREF(packet);
             return NULL;
-    } else {
-        Py_INCREF(packet);
+        }
+        Py_XSETREF(stats->audio_level, level);
     }
-    /* The history keeps what was sent (None if nothing was): NACKs resend it as is. */
+    leg->last_sequence = out_sequence;
+    leg->last_timestamp = out_timestamp;
+    leg->packets_sent += 1;
+    /* The history keeps what was sent: NACKs resend it as is. */
     if (PyList_SetItem(self->history, out_sequence % HISTORY_SIZE, Py_NewRef(packet)) < 0) {
         Py_DECREF(packet);
         return NULL;

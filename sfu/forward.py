@@ -112,16 +112,30 @@ class Leg(LegCounters):
             source.leg = self
             source.lane = None
         self.source = source
+        self._start_again()
+        if source is not None:
+            source.request_keyframe()
+
+    def restart(self) -> None:
+        """The source's numbering started over (far behind its newest packet): start again as at
+        a hand-over, at the source's next keyframe for video, the leg's own numbering continuous."""
+        if self.source is not None:
+            self.source.lane = None  # its offsets are no longer the leg's
+        self._start_again()
+
+    def _start_again(self) -> None:
         self.started = False
         if self.packets_sent:
             self._next_sequence = (self._last_sequence + 1) & 0xFFFF
             step = VIDEO_GAP_TICKS if self.kind == "video" else AUDIO_GAP_TICKS
             self._next_timestamp = (self._last_timestamp + step) & 0xFFFFFFFF
-        if source is not None:
-            source.request_keyframe()
 
-    def send(self, packet: bytes, marker: int, sequence: int, timestamp: int, start: int, end: int) -> None:
-        """Rewrite one packet of the source for this leg and send it (payload is packet[start:end])."""
+    def send(self, packet: bytes, marker: int, sequence: int, timestamp: int, start: int, end: int,
+             late: bool = False) -> None:
+        """Rewrite one packet of the source for this leg and send it (payload is packet[start:end]).
+
+        A `late` packet (a repair of an uplink loss, or reordered) goes out in its place; the
+        leg's last sequence and timestamp stay the newest, for sender reports and hand-overs."""
         if not self.started:
             if self.kind == "video" and not vp8_keyframe_start(memoryview(packet)[start:end]):
                 if self.source is not None:
@@ -137,12 +151,15 @@ class Leg(LegCounters):
         if self._abs_send_time_at is not None:
             # abs-send-time: 6.18 fixed-point seconds, 24 bits, after its one-byte element header.
             _ELEMENT.pack_into(header, self._abs_send_time_at, self._abs_send_time_element | (int(time() * 262144) & 0xFFFFFF))
-        self._last_sequence = sequence
-        self._last_timestamp = timestamp
+        if not late:
+            self._last_sequence = sequence
+            self._last_timestamp = timestamp
         self.packets_sent += 1
         # Kept as sent, protected: a retransmission is the same SRTP packet again, which the
         # subscriber accepts because it never received the original.
-        self._history[sequence % HISTORY_SIZE] = self.sink.send_rtp(header, memoryview(packet)[start:end])
+        sent = self.sink.send_rtp(header, memoryview(packet)[start:end])
+        if not late or (self._last_sequence - sequence) & 0xFFFF < HISTORY_SIZE:
+            self._history[sequence % HISTORY_SIZE] = sent  # (a repair older than the history keeps out)
 
     def retransmit(self, sequences: list[int]) -> None:
         """Send again what the subscriber reported lost (NACK), if still in the history."""

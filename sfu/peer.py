@@ -45,6 +45,7 @@ from .media_socket import DATAGRAM_SIZE, MediaDatagramTransport, adopt
 from .publication import Publication
 from .rtp_header import extension_value
 from .srtp import DatagramBuffer, FastSrtp, SrtpError
+from .uplink_rate import UplinkRate
 
 logger = logging.getLogger(__name__)
 _SSRC = struct.Struct("!I")
@@ -54,7 +55,6 @@ MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RTCP_INTERVAL = 1.0
-REMB_BITRATE = 3_000_000
 MAX_OFFER_MEDIA = 3 * CAP_MAX + 2
 """A desk at the largest cap: three m-lines per place, and its own voice and camera."""
 TRANSCEIVERS_PER_TURN = 8
@@ -192,6 +192,9 @@ class MediaPeer:
         self._pair_address: tuple[str, int] | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self._last_sender_report: dict[int, tuple[int, float]] = {}
+        self.uplink = UplinkRate()
+        """What this peer is told it may send (REMB), from the loss on its uplink."""
+        self._uplink_seen = (0, 0)
         self._on_closed = on_closed
         self._fallback_senders: dict[Any, CheckedSenders] = {}
         self._sender_checks: list[Any] = []  # what counts this peer's strangers_dropped
@@ -209,11 +212,13 @@ class MediaPeer:
             kind: [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() == mime.lower()]
             for kind, mime in CODEC_BY_KIND.items()
         }
+        # Publishers may retransmit with RTX (RFC 4588) where they offer it: upstream repair.
+        rtx = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == "video/rtx"]
         for index, spec in enumerate(self.layout):
             if index % TRANSCEIVERS_PER_TURN == 0:
                 await asyncio.sleep(0)
             transceiver = self.pc.addTransceiver(spec.kind, direction="recvonly" if spec.receives else "sendonly")
-            transceiver.setCodecPreferences(codecs[spec.kind])
+            transceiver.setCodecPreferences(codecs[spec.kind] + (rtx if spec.receives and spec.kind == "video" else []))
             self.transceivers[spec.name] = transceiver
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if len(self.pc.getTransceivers()) != len(self.layout):
@@ -276,12 +281,14 @@ class MediaPeer:
                     payload_type=codec.payloadType,
                     audio_level_id=_extension_id(transceiver, AUDIO_LEVEL_URI),
                     request_keyframe=self.send_pli,
+                    send_nack=self.send_nack,
                 )
                 self.publications[spec.name] = publication
                 rtx = {ssrc for group in section.ssrc_group if group.semantic == "FID" for ssrc in group.items[1:]}
                 primary = [info.ssrc for info in section.ssrc if info.ssrc not in rtx]
                 if primary:
                     self._learn(primary[0], publication)
+                    self._learn_rtx(transceiver, section, publication)
                 elif transceiver.mid is not None:
                     self._unrouted_mids[transceiver.mid] = publication
             else:
@@ -306,6 +313,21 @@ class MediaPeer:
         publication.ssrc = ssrc
         self._by_ssrc[ssrc] = publication
         self._inbox.route(ssrc, publication)
+
+    def _learn_rtx(self, transceiver: Any, section: Any, publication: Publication) -> None:
+        """Route the publication's RTX stream (ssrc-group FID, negotiated rtx payload type) to it."""
+        payload_type = next(
+            (c.payloadType for c in transceiver._codecs
+             if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == publication.payload_type),
+            None,
+        )
+        groups = [g.items for g in section.ssrc_group if g.semantic == "FID" and len(g.items) == 2]
+        rtx_ssrc = next((ssrcs[1] for ssrcs in groups if ssrcs[0] == publication.ssrc), None)
+        if payload_type is None or rtx_ssrc is None or rtx_ssrc in self._by_ssrc:
+            return
+        publication.rtx_payload_type = payload_type
+        self._by_ssrc[rtx_ssrc] = publication
+        self._inbox.route(rtx_ssrc, publication)
 
     @property
     def packets_received(self) -> int:
@@ -502,6 +524,10 @@ class MediaPeer:
         """Ask this peer for a keyframe of one of its tracks."""
         self.send_rtcp([RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.rtcp_ssrc, media_ssrc=media_ssrc)])
 
+    def send_nack(self, media_ssrc: int, sequences: list[int]) -> None:
+        """Ask this peer to send again packets of one of its tracks (generic NACK)."""
+        self.send_rtcp([rtcp.generic_nack(self.rtcp_ssrc, media_ssrc, sequences)])
+
     def send_rtcp(self, packets: list[Any]) -> None:
         """Protect and send one compound RTCP packet."""
         tx = self._tx
@@ -517,7 +543,8 @@ class MediaPeer:
             pair.protocol.transport.sendto(data, pair.remote_addr)
 
     def receiver_report(self) -> list[Any]:
-        """Receiver report blocks and a REMB for what this peer publishes, so its browser keeps sending."""
+        """Receiver report blocks and a REMB for what this peer publishes: what its uplink
+        carries, as far as loss tells (sfu/uplink_rate.py)."""
         reports = []
         now = time.monotonic()
         for publication in self.publications.values():
@@ -529,7 +556,7 @@ class MediaPeer:
             reports.append(
                 RtcpReceiverInfo(
                     ssrc=publication.ssrc,
-                    fraction_lost=0,
+                    fraction_lost=publication.fraction_lost(),
                     packets_lost=min(stats.lost, 0x7FFFFF),
                     highest_sequence=(stats.expected_sequence - 1) & 0xFFFF,
                     jitter=0,
@@ -547,10 +574,21 @@ class MediaPeer:
                         fmt=RTCP_PSFB_APP,
                         ssrc=self.rtcp_ssrc,
                         media_ssrc=0,
-                        fci=pack_remb_fci(REMB_BITRATE, video),
+                        fci=pack_remb_fci(self._uplink_estimate(), video),
                     )
                 )
         return packets
+
+    def _uplink_estimate(self) -> int:
+        """Update the uplink estimate with the loss since the last report; return it."""
+        received = lost = 0
+        for publication in self.publications.values():
+            in_order, missed = publication.arrivals()
+            received += in_order
+            lost += missed
+        seen_received, seen_lost = self._uplink_seen
+        self._uplink_seen = (received, lost)
+        return self.uplink.update(received - seen_received, lost - seen_lost)
 
     async def _report_forever(self) -> None:
         while True:
@@ -577,6 +615,7 @@ class MediaPeer:
         for leg in self.legs.values():
             leg.attach(None)
         for publication in self.publications.values():
+            publication.close()
             if publication.leg is not None:
                 publication.leg.attach(None)
         self._rx = self._tx = None

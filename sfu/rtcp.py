@@ -3,7 +3,8 @@
 A compound RTCP packet (RFC 3550) is walked header by header; the SFU looks
 into sender reports (for the receiver reports it sends back), PLI and FIR
 (RFC 4585, RFC 5104: keyframe requests) and generic NACK (RFC 4585:
-retransmission). Everything else (receiver reports, SDES, REMB, BYE, ...) is
+retransmission), and builds the generic NACKs the SFU sends publishers for uplink losses
+(sfu/nack.py decides which). Everything else (receiver reports, SDES, REMB, BYE, ...) is
 skipped without being parsed: aiortc's receivers send several of those a
 second per track, and building objects for them cost more than forwarding.
 """
@@ -65,3 +66,24 @@ def sender_report_ntp_middle(compound: bytes, start: int) -> tuple[int, int]:
     """(sender SSRC, middle 32 bits of the NTP timestamp) of a sender report; the latter is
     what a receiver report echoes as LSR."""
     return int.from_bytes(compound[start + 4 : start + 8], "big"), int.from_bytes(compound[start + 10 : start + 14], "big")
+
+
+def generic_nack(sender_ssrc: int, media_ssrc: int, sequences: list[int]) -> bytes:
+    """A generic NACK (RFC 4585 6.2.1) for `sequences`: one packet id and a 16-bit mask of the
+    sixteen numbers after it per entry, in the order the numbers come."""
+    entries = bytearray()
+    index = 0
+    while index < len(sequences):
+        packet_id = sequences[index] & 0xFFFF
+        bitmask = 0
+        index += 1
+        while index < len(sequences):
+            distance = (sequences[index] - packet_id) & 0xFFFF
+            if not 1 <= distance <= 16:
+                break
+            bitmask |= 1 << (distance - 1)
+            index += 1
+        entries += packet_id.to_bytes(2, "big") + bitmask.to_bytes(2, "big")
+    length = 2 + len(entries) // 4  # in 32-bit words, minus one
+    header = bytes([0x80 | NACK, TRANSPORT_FEEDBACK]) + length.to_bytes(2, "big")
+    return header + sender_ssrc.to_bytes(4, "big") + media_ssrc.to_bytes(4, "big") + bytes(entries)

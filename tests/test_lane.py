@@ -48,6 +48,7 @@ SSRC_IN = 0x11223344
 SSRC_OUT = 0x55667788
 PAYLOAD_TYPE = {"video": 96, "audio": 111}
 MID_ID, AUDIO_LEVEL_ID, ABS_SEND_TIME_ID = 1, 2, 3
+RTX_SSRC, RTX_PAYLOAD_TYPE = 0x99AABBCC, 97
 
 
 class Wire:
@@ -95,9 +96,13 @@ class Route:
         _connected(self.student, KEY_IN, os.urandom(44))
         self.wire = _connected(surveillant, os.urandom(44), KEY_OUT, outbound, remote)
         self.publication = Publication("webcam", kind, PAYLOAD_TYPE[kind], AUDIO_LEVEL_ID if kind == "audio" else None,
-                                       self.student.send_pli)
+                                       self.student.send_pli, self.student.send_nack)
         self.student.publications["webcam"] = self.publication
         self.student._learn(SSRC_IN, self.publication)
+        if kind == "video":  # retransmissions with RTX, as _learn_rtx routes them from the offer
+            self.publication.rtx_payload_type = RTX_PAYLOAD_TYPE
+            self.student._by_ssrc[RTX_SSRC] = self.publication
+            self.student._inbox.route(RTX_SSRC, self.publication)
         self.leg = Leg(surveillant, kind, SSRC_OUT, 100 + PAYLOAD_TYPE[kind] % 10, "0", MID_ID,
                        ABS_SEND_TIME_ID if kind == "video" else None)
         self.leg.attach(self.publication)
@@ -116,10 +121,11 @@ class Route:
         subscriber = _session(KEY_OUT, inbound=True)
         stats, leg = self.publication.stats, self.leg
         return {
-            "delivered": [_masked(leg, subscriber.unprotect(packet)) for packet in sent],
+            "delivered": [_opened(subscriber, leg, packet) for packet in sent],
             "stats": (stats.packets, stats.bytes, stats.frames, stats.lost, stats.expected_sequence, stats.audio_level),
             "leg": (leg.started, leg.packets_sent, leg._last_sequence, leg._last_timestamp),
             "history": [None if packet is None else packet[:4] for packet in leg._history],
+            "nacked": [] if self.publication.nacks is None else sorted(self.publication.nacks.missing),
             "received": self.student.packets_received,
             "levels": self.levels,
             "python_path": self.python_path,
@@ -207,6 +213,15 @@ async def run_route_through_reader(kind: str, datagrams: list[bytes]) -> dict[st
         outbound.transport.close()
         receiver.close()
         return result
+
+
+def _opened(subscriber: Any, leg: Leg, packet: bytes) -> bytes:
+    """What the subscriber decrypts (masked), or a marker where its libsrtp refuses the packet
+    (a numbering jump it takes for a replay)."""
+    try:
+        return _masked(leg, subscriber.unprotect(packet))
+    except pylibsrtp.Error:
+        return b"refused"
 
 
 def _masked(leg: Leg, packet: bytes) -> bytes:
@@ -298,7 +313,7 @@ def test_the_lane_and_the_python_path_agree_on_random_packets(kind: str, specs: 
     datagrams = protected(kind, specs)
     native = run_route(kind, datagrams, enabled=True)
     python = run_route(kind, datagrams, enabled=False)
-    for key in ("delivered", "stats", "levels", "leg", "history", "received"):
+    for key in ("delivered", "stats", "levels", "leg", "history", "received", "nacked"):
         assert native[key] == python[key], key
     assert python["python_path"] == python["received"] and not python["lane_opened"]
 
@@ -310,7 +325,7 @@ def test_the_reader_in_c_and_the_python_path_agree_on_random_packets(kind: str, 
     datagrams = protected(kind, specs)
     native = asyncio.run(run_route_through_reader(kind, datagrams))
     python = run_route(kind, datagrams, enabled=False)
-    for key in ("delivered", "stats", "levels", "leg", "history", "received"):
+    for key in ("delivered", "stats", "levels", "leg", "history", "received", "nacked"):
         assert native[key] == python[key], key
 
 
@@ -544,3 +559,63 @@ def test_a_lane_that_fails_closes_and_the_python_path_takes_over() -> None:
         assert publication.lane is not None
         route.send(5)
     assert route.delivered_sequences() == [1, 2, 4, 5] and route.leg.packets_sent == 5
+
+
+repairs = st.tuples(
+    st.integers(20, 120),  # packets the publisher sends in order
+    st.lists(st.integers(1, 119), max_size=12),  # of which the uplink loses these (never the first)
+    st.lists(st.tuples(st.integers(0, 11), st.integers(0, 30), st.booleans()), max_size=16),
+    # (which loss, how many packets later, RTX or plain): the retransmissions, some twice, some never
+)
+
+
+def repaired(spec: tuple[int, list[int], list[tuple[int, int, bool]]]) -> list[bytes]:
+    """A video stream from a keyframe on, with uplink losses and their retransmissions."""
+    count, lost, answers = spec
+    lost = sorted({index for index in lost if index < count})
+    sender = _session(KEY_IN, inbound=False)
+    plain = [rtp("video", 2000 + i, 90 * (i // 4), i % 4 == 3, PAYLOAD_TYPE["video"], 0, True, 0, 200 + i, i == 0, 0)
+             for i in range(count)]
+    later: dict[int, list[bytes]] = {}
+    rtx_sequence = 7000
+    for which, after, rtx in answers:
+        if not lost:
+            break
+        index = lost[which % len(lost)]
+        packet = plain[index]
+        if rtx:  # RFC 4588: own SSRC, payload type and sequence; the original sequence first in the payload
+            start = 12 + 4 + 4 * ((packet[14] << 8) | packet[15])
+            packet = struct.pack("!BBHII", packet[0], (packet[1] & 0x80) | RTX_PAYLOAD_TYPE, rtx_sequence,
+                                 90 * (index // 4), RTX_SSRC) + packet[12:start] + packet[2:4] + packet[start:]
+            rtx_sequence += 1
+        later.setdefault(min(index + 1 + after, count), []).append(packet)
+    order = []
+    for i in range(count + 1):
+        order += later.get(i, [])
+        if i < count and i not in lost:
+            order.append(plain[i])
+    return [sender.protect(packet) for packet in order]
+
+
+@needs_extension
+@settings(max_examples=40, deadline=None)
+@given(spec=repairs)
+def test_the_lane_and_the_readers_agree_on_losses_and_their_repairs(spec: Any) -> None:
+    datagrams = repaired(spec)
+    python = run_route("video", datagrams, enabled=False)
+    for native in (run_route("video", datagrams, enabled=True), asyncio.run(run_route_through_reader("video", datagrams))):
+        for key in ("delivered", "stats", "leg", "history", "received", "nacked"):
+            assert native[key] == python[key], key
+
+
+@needs_extension
+def test_a_repaired_stream_reaches_the_subscriber_whole_and_in_place() -> None:
+    lost = [5, 6, 40]
+    answers = [(0, 3, True), (1, 0, False), (2, 10, True), (0, 12, False)]  # 5 by RTX and again plainly
+    datagrams = repaired((60, lost, answers))
+    for outcome in (run_route("video", datagrams, enabled=True), asyncio.run(run_route_through_reader("video", datagrams))):
+        sequences = [int.from_bytes(packet[2:4], "big") for packet in outcome["delivered"]]
+        assert sorted(sequences) == list(range(1, 61))  # every packet once, the repairs late
+        assert sequences.index(6) > sequences.index(7) and outcome["stats"][3] == 0  # nothing lost
+        assert outcome["nacked"] == [] and outcome["lane_opened"]
+        assert outcome["leg"][2] == 60  # the leg's last sequence stays the newest
