@@ -269,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="open HTTP connections one address (an IPv6 /64) may hold (default %(default)s)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes behind the one address, each exam on one of them "
+        "(default: the number of cores, %(default)s; 1 runs everything in this process)",
+    )
     return parser
 
 
@@ -327,7 +335,14 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         logging.getLogger("invigil").warning(RANDOM_SECRET_HINT)
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)
-    app = make_app(config)
+    if args.workers > 1:
+        from .cluster.entry import Entry
+
+        entry = Entry(config, args.workers)
+        app = make_app(config, websocket=entry.websocket)
+        app.cleanup_ctx.append(entry.lifecycle)
+    else:
+        app = make_app(config)
     link = creator_link(app)
 
     def announce() -> None:
