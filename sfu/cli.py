@@ -15,6 +15,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .assignment import MAX_CAP, MIN_CAP
@@ -277,6 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes behind the one address, each exam on one of them "
         "(default: the number of cores, %(default)s; 1 runs everything in this process)",
     )
+    serve.add_argument(
+        "--directory",
+        metavar="redis://HOST:PORT",
+        help="several machines: place exams on nodes through this Redis (needs the `cluster` extra)",
+    )
+    serve.add_argument(
+        "--node-url",
+        metavar="URL",
+        help="with --directory: where the other nodes reach this one (default: the public URL)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=_seconds_between(0, 7 * 24 * 3600),
+        default=3 * 3600.0,
+        metavar="SECONDS",
+        help="with --directory, SIGTERM drains: no new exams, the running ones go on until they end "
+        "or this long, then the process stops (default %(default)s)",
+    )
     return parser
 
 
@@ -323,6 +342,7 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             hostnames.append(urlsplit(args.public_url).hostname or "")
         tls = server_ssl_context(args.tls_cert, args.tls_key, args.self_signed, hostnames)
         config = config_from_args(args, secret, tls is not None)
+        directory = _directory_from_args(args, config)
     except (UsageError, ValueError) as error:
         print(f"invigil serve: error: {error}", file=sys.stderr)
         return 2
@@ -335,10 +355,10 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         logging.getLogger("invigil").warning(RANDOM_SECRET_HINT)
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)
-    if args.workers > 1:
+    if args.workers > 1 or args.directory:
         from .cluster.entry import Entry
 
-        entry = Entry(config, args.workers)
+        entry = Entry(config, args.workers, directory, args.drain_timeout)
         app = make_app(config, websocket=entry.websocket)
         app.cleanup_ctx.append(entry.lifecycle)
     else:
@@ -364,6 +384,20 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         loop=loop,
     )
     return 0
+
+
+def _directory_from_args(args: argparse.Namespace, config: ServerConfig) -> Any:
+    """The cluster Directory for --directory (None without it); a UsageError for a bad URL or no `redis`."""
+    if not args.directory:
+        return None
+    if urlsplit(args.directory).scheme not in ("redis", "rediss") or not urlsplit(args.directory).hostname:
+        raise UsageError(f"--directory {args.directory!r}: must be redis://HOST:PORT (or rediss://)")
+    try:
+        from .cluster.directory import Directory
+
+        return Directory(args.directory, checked_public_url(args.node_url or config.public_url))
+    except ImportError:
+        raise UsageError("--directory needs the Redis client: pip install 'invigil[cluster]'") from None
 
 
 def _print_ready(config: ServerConfig, tls: TlsSetup | None, link: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfu.cluster.placement import EXAM_WEIGHT, Load, choose, route
+from sfu.cluster.placement import EXAM_WEIGHT, IDLE_CPU, Load, choose, route
 
 places = st.sampled_from([f"w{i}" for i in range(6)])
 loads_strategy = st.lists(
@@ -90,3 +90,7 @@ def test_an_empty_exam_counts_so_that_new_exams_do_not_pile_up():
 
 def test_cpu_counts_when_it_says_more_than_the_participants():
     assert choose([Load("w0", participants=10, cpu=0.9), Load("w1", participants=20, cpu=0.1)]) == "w1"
+
+
+def test_an_idle_workers_housekeeping_does_not_outweigh_an_exam():
+    assert choose([Load("w0", exams=1, cpu=0.0), Load("w1", exams=0, cpu=IDLE_CPU)]) == "w1"

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 PARTICIPANTS_PER_CORE = 285
 """Participants one core carries at the measured 0.35% of a core per student."""
 
+IDLE_CPU = 0.1
+"""Share of a core below which CPU says nothing: an idle worker's own housekeeping (its census,
+timers, the collector) comes and goes in this range, and must not outweigh a whole exam."""
+
 EXAM_WEIGHT = 10
 """What an exam counts for beyond its present participants: a new exam is empty when it
 is placed and fills within minutes, so a run of new exams must not all land on one place."""
@@ -36,8 +40,9 @@ class Load:
     """False while the place drains: it keeps its exams but takes no new ones."""
 
     def score(self) -> float:
-        """Comparable load: participants (or the CPU they cost, when higher) plus the exams' weight."""
-        return max(float(self.participants), self.cpu * PARTICIPANTS_PER_CORE) + EXAM_WEIGHT * self.exams
+        """Comparable load: participants (or the CPU beyond idle they cost, when higher) plus the exams' weight."""
+        busy = max(0.0, self.cpu - IDLE_CPU) * PARTICIPANTS_PER_CORE
+        return max(float(self.participants), busy) + EXAM_WEIGHT * self.exams
 
 
 def choose(loads: Sequence[Load]) -> str | None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import hmac
 import json
 import logging
 import signal
@@ -30,10 +32,25 @@ ENTRY_KEY_HEADER = "X-Invigil-Entry"
 CLIENT_ADDRESS_HEADER = "X-Invigil-Client"
 SHUTDOWN_SECONDS = 5.0
 
+CENSUS_PATH = "/cluster/census"
+
 logger = logging.getLogger(__name__)
 
 
-def spec_for(config: ServerConfig, entry_key: str) -> dict[str, Any]:
+def entry_key(secret: bytes) -> str:
+    """The key the entry (and, between nodes, each node) shows its workers and peers.
+
+    Derived from the link-signing secret, which every process of one deployment holds
+    already, so nodes need nothing more to trust each other's client-address header."""
+    return hmac.new(secret, b"invigil cluster entry", hashlib.sha256).hexdigest()
+
+
+def from_entry(request: web.Request, key: str) -> bool:
+    """Whether `request` carries the entry's key."""
+    return hmac.compare_digest(request.headers.get(ENTRY_KEY_HEADER, ""), key)
+
+
+def spec_for(config: ServerConfig) -> dict[str, Any]:
     """What a worker needs to build the same ServerConfig as its entry, as JSON-able values."""
     return {
         "secret": config.secret.hex(),
@@ -42,7 +59,6 @@ def spec_for(config: ServerConfig, entry_key: str) -> dict[str, Any]:
         "ice_servers": [[s.urls, s.username, s.credential] for s in config.ice_servers],
         "media_mode": config.media_mode,
         "student_media_seconds": config.student_media_seconds,
-        "entry_key": entry_key,
     }
 
 
@@ -58,14 +74,14 @@ def config_from_spec(spec: dict[str, Any]) -> ServerConfig:
     )
 
 
-def client_address_from_entry(entry_key: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+def client_address_from_entry(key: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     """A middleware: requests that carry the entry's key are seen from the client's address."""
 
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.headers.get(ENTRY_KEY_HEADER) == entry_key and CLIENT_ADDRESS_HEADER in request.headers:
+        if CLIENT_ADDRESS_HEADER in request.headers and from_entry(request, key):
             request = request.clone(remote=request.headers[CLIENT_ADDRESS_HEADER])
         return await handler(request)
 
@@ -74,14 +90,26 @@ def client_address_from_entry(entry_key: str) -> Callable[..., Awaitable[web.Str
 
 async def serve(spec: dict[str, Any]) -> None:
     """Serve the app on 127.0.0.1 (a free port) until stdin closes or SIGTERM/SIGINT arrives."""
-    from ..app import make_app
+    from ..app import REGISTRY, make_app
+    from .census import CensusTaker
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = make_app(config_from_spec(spec))
-    app.middlewares.append(client_address_from_entry(spec["entry_key"]))
+    config = config_from_spec(spec)
+    key = entry_key(config.secret)
+    app = make_app(config)
+    app.middlewares.append(client_address_from_entry(key))
+    census = CensusTaker(app[REGISTRY])
+
+    async def answer_census(request: web.Request) -> web.Response:
+        if not from_entry(request, key):
+            raise web.HTTPNotFound()
+        return web.json_response(census.take().to_json())
+
+    app.router.add_get(CENSUS_PATH, answer_census)
+    probe = loop.create_task(census.probe())
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
@@ -101,6 +129,9 @@ async def serve(spec: dict[str, Any]) -> None:
                 with suppress(asyncio.CancelledError):
                     await task
     finally:
+        probe.cancel()
+        with suppress(asyncio.CancelledError):
+            await probe
         await runner.cleanup()
 
 

@@ -2,7 +2,7 @@
 
 The entry owns a WorkerPool. Each worker is `python -m sfu.cluster.worker` on a
 loopback port; the pool knows its port once it says so, the signalling sockets the
-entry proxies to it, and its CPU time (from /proc, Linux). A worker that exits is
+entry proxies to it, and its last census (sfu/cluster/census.py). A worker that exits is
 started again after a short pause; until it is back, it is not among the live ones,
 so no join is routed to it.
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+from .census import Census
 from .placement import Load
 
 logger = logging.getLogger(__name__)
@@ -26,18 +26,6 @@ READY_TIMEOUT = 30.0
 """Seconds a worker has to import, build its app and listen."""
 RESTART_PAUSE = 0.5
 STOP_TIMEOUT = 10.0
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of process `pid` (0.0 when it cannot be read)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # After the command name: state is field 3, utime 14 and stime 15 (man proc).
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 class Worker:
@@ -49,6 +37,7 @@ class Worker:
         self.port: int | None = None
         self.sockets = 0
         self.restarts = 0
+        self.census: Census | None = None
         self._cpu_mark: tuple[float, float] | None = None
         self.cpu_share = 0.0
 
@@ -57,16 +46,13 @@ class Worker:
         """Ready for sockets: started, listening and not exited."""
         return self.port is not None and self.process is not None and self.process.returncode is None
 
-    def cpu(self) -> float:
-        """CPU seconds this worker's current process has used."""
-        return cpu_seconds(self.process.pid) if self.process is not None else 0.0
-
-    def sample_cpu(self, now: float) -> None:
-        """Update `cpu_share` (cores in use) from the CPU time since the previous sample."""
-        used = self.cpu()
+    def counted(self, census: Census, now: float) -> None:
+        """Keep the worker's latest census and its CPU share (cores in use) since the previous one."""
+        used = census.cpu_seconds
         if self._cpu_mark is not None and now > self._cpu_mark[0]:
             self.cpu_share = max(0.0, (used - self._cpu_mark[1]) / (now - self._cpu_mark[0]))
         self._cpu_mark = (now, used)
+        self.census = census
 
 
 class WorkerPool:
@@ -101,14 +87,6 @@ class WorkerPool:
                 return worker
         return None
 
-    async def sample(self, interval: float = 2.0) -> None:
-        """Keep each worker's CPU share current (runs until cancelled)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            for worker in self.workers:
-                worker.sample_cpu(loop.time())
-            await asyncio.sleep(interval)
-
     async def _keep(self, worker: Worker, ready: asyncio.Future[None]) -> None:
         while not self._stopping:
             try:
@@ -140,12 +118,14 @@ class WorkerPool:
                 raise RuntimeError("worker did not say its port")
             worker.port = int(port)
             worker._cpu_mark = None
+            worker.census = None
             if not ready.done():
                 ready.set_result(None)
             await process.wait()
         finally:
             worker.port = None
             worker.sockets = 0
+            worker.census = None
             if process.returncode is None:
                 with suppress(ProcessLookupError):
                     process.kill()
