@@ -1,7 +1,7 @@
 """Real `invigil serve` processes for the cluster tests, each cleaned up by PID.
 
 `serving(...)` starts one `invigil serve` (an entry and its workers, or one node) with a
-fixed secret and yields a ServedProcess; on the way out it sends SIGTERM, waits, and
+fixed secret and yields a ServedProcess; on the way out it sends SIGINT, waits, and
 SIGKILLs the process and every child it had (by PID), so no worker is left behind.
 """
 
@@ -92,11 +92,12 @@ async def serving(*options: str, port: int | None = None) -> AsyncIterator[Serve
 
 
 async def stop(served: ServedProcess, children: set[int] = frozenset()) -> int | None:  # type: ignore[assignment]
-    """SIGTERM, up to 30 s to exit, then SIGKILL; the children too, by PID. The exit code."""
+    """SIGINT (stop now; SIGTERM would drain a node), up to 30 s to exit, then SIGKILL; the
+    children too, by PID. The exit code."""
     process = served.process
     if process.returncode is None:
         with suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGINT)
         try:
             async with asyncio.timeout(30):
                 await process.wait()
@@ -110,3 +111,42 @@ async def stop(served: ServedProcess, children: set[int] = frozenset()) -> int |
             child.kill()
             child.wait(5)
     return process.returncode
+
+
+@asynccontextmanager
+async def redis_server() -> AsyncIterator[str]:
+    """A real redis-server on a free loopback port, persisting nothing; its URL. Stopped by PID after."""
+    import shutil
+
+    import pytest
+
+    from tests.browser import in_ci
+
+    if shutil.which("redis-server") is None:
+        if in_ci():
+            raise AssertionError("redis-server is missing: .ci/run installs it")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.write(b"PING\r\n")
+                answer = await reader.readline()
+                writer.close()
+                if answer.startswith(b"+PONG"):
+                    break
+                await asyncio.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()

@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .placement import Load, route
@@ -109,7 +109,11 @@ class Directory:
             nodes = await self.nodes()
             holder = await self.redis.get(exam_key)
             placed = {exam_id: holder.decode()} if holder is not None else {}
-            chosen = route(exam_id, placed, [node.load() for node in nodes.values()])
+            # Exams are counted from their keys, not the heartbeats: an exam placed a moment ago
+            # has not reached its node's census yet, and the next one must not follow it there.
+            counts = await self.exams_per_node()
+            loads = [replace(node.load(), exams=counts.get(node.node_id, 0)) for node in nodes.values()]
+            chosen = route(exam_id, placed, loads)
             if chosen is None:
                 return None
             if placed.get(exam_id) != chosen:
@@ -118,6 +122,15 @@ class Directory:
             return nodes[chosen]
         finally:
             await self.redis.eval(_RELEASE, 1, lock_key, mine)
+
+    async def exams_per_node(self) -> dict[str, int]:
+        """How many exam keys name each node."""
+        keys = [key async for key in self.redis.scan_iter(match=PREFIX + "exam:*", count=500)]
+        counts: dict[str, int] = {}
+        for value in await self.redis.mget(keys) if keys else []:
+            if value is not None:
+                counts[value.decode()] = counts.get(value.decode(), 0) + 1
+        return counts
 
     async def close(self) -> None:
         """Close the connection to Redis."""

@@ -246,6 +246,7 @@ class Entry:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_timeout
         while loop.time() < deadline:
+            await self._count()  # fresh: an exam that started a moment ago must count
             live = [w for w in self.pool.workers if w.live]
             counted = self.censuses()
             if len(counted) == len(live) and sum(c.exams for _, c in counted) == 0:
