@@ -296,6 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --directory, SIGTERM drains: no new exams, the running ones go on until they end "
         "or this long, then the process stops (default %(default)s)",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus /metrics (counts only) on this port, for operators; off by default",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for --metrics-port (default %(default)s: keep it private)",
+    )
     return parser
 
 
@@ -343,6 +354,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         tls = server_ssl_context(args.tls_cert, args.tls_key, args.self_signed, hostnames)
         config = config_from_args(args, secret, tls is not None)
         directory = _directory_from_args(args, config)
+        if args.metrics_port:
+            _require("prometheus_client", "--metrics-port")
     except (UsageError, ValueError) as error:
         print(f"invigil serve: error: {error}", file=sys.stderr)
         return 2
@@ -355,6 +368,7 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         logging.getLogger("invigil").warning(RANDOM_SECRET_HINT)
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)
+    entry = None
     if args.workers > 1 or args.directory:
         from .cluster.entry import Entry
 
@@ -363,6 +377,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         app.cleanup_ctx.append(entry.lifecycle)
     else:
         app = make_app(config)
+    if args.metrics_port:
+        _serve_metrics(app, args, entry)
     link = creator_link(app)
 
     def announce() -> None:
@@ -386,6 +402,18 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def _serve_metrics(app: Any, args: argparse.Namespace, entry: Any) -> None:
+    """Add the /metrics port to `app`'s lifecycle: the entry's workers, or this one process."""
+    from .app import REGISTRY
+    from .cluster.metrics import one_process_source, serving_metrics
+
+    if entry is not None:
+        app.cleanup_ctx.append(serving_metrics(entry.figures, args.metrics_host, args.metrics_port))
+    else:
+        source, taker = one_process_source(app[REGISTRY])
+        app.cleanup_ctx.append(serving_metrics(source, args.metrics_host, args.metrics_port, taker))
+
+
 def _directory_from_args(args: argparse.Namespace, config: ServerConfig) -> Any:
     """The cluster Directory for --directory (None without it); a UsageError for a bad URL or no `redis`."""
     if not args.directory:
@@ -398,6 +426,13 @@ def _directory_from_args(args: argparse.Namespace, config: ServerConfig) -> Any:
         return Directory(args.directory, checked_public_url(args.node_url or config.public_url))
     except ImportError:
         raise UsageError("--directory needs the Redis client: pip install 'invigil[cluster]'") from None
+
+
+def _require(module: str, option: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise UsageError(f"{option} needs the `cluster` extra: pip install 'invigil[cluster]'") from None
 
 
 def _print_ready(config: ServerConfig, tls: TlsSetup | None, link: str) -> None:

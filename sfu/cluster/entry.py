@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
+from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -181,6 +182,14 @@ class Entry:
     def censuses(self) -> list[tuple[str, Census]]:
         """The latest census of each live worker that answered one."""
         return [(w.name, w.census) for w in self.pool.workers if w.live and w.census is not None]
+
+    def figures(self) -> list[Any]:
+        """Each worker's latest census and restarts, for /metrics (sfu/cluster/metrics.py)."""
+        from .metrics import WorkerFigures
+
+        return [
+            WorkerFigures(w.name, w.census or Census(), w.restarts) for w in self.pool.workers
+        ]
 
     def node(self) -> Node:
         """This node as its heartbeat describes it."""
