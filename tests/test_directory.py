@@ -169,3 +169,37 @@ async def test_sigterm_drains_a_node_its_exam_goes_on_new_exams_go_elsewhere_and
             assert await draining.process.wait() == 0
         for c in (desk, student, organiser, newcomer):
             await c.close()
+
+
+def through(link: str, url: str) -> str:
+    """The same link, opened through the node at `url`."""
+    return url + "/" + link.split("/", 3)[3]
+
+
+@pytest.mark.browser
+async def test_pages_of_a_killed_nodes_exam_are_live_again_through_another_node(page_factory: Any) -> None:
+    from tests.test_desk_and_recovery import desk_page, live_with, really_plays, recorded_student, tile_of
+    from tests.test_student_page import go_live
+
+    async with AsyncExitStack() as stack:
+        directory = await stack.enter_async_context(redis_server())
+        a, b = await nodes(stack, directory, 2)
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        exam = await create_exam(session, a)
+        first = await joined(session, a.url, exam["surveillant_links"][0], "Mevr. Jansen")  # places the exam
+        holder, other = (a, b) if await node_of(directory, exam["exam"]["id"]) == a.url else (b, a)
+        await first.close()
+
+        desk = await desk_page(page_factory, through(exam["surveillant_links"][0], other.url), "Mevr. Jansen")
+        student = await recorded_student(page_factory)
+        await go_live(student, through(exam["student_link"], other.url), "Sanne")
+        await live_with(student, "Mevr. Jansen")
+        await really_plays(desk, f"{await tile_of(desk, 'Sanne')} .tile-webcam-video")
+
+        for process in [*holder.workers(), psutil.Process(holder.process.pid)]:
+            process.send_signal(signal.SIGKILL)
+        await student.wait_for_selector("#connection-banner:not([hidden])", timeout=RECOVERY_BOUND * 1000)
+        await student.wait_for_selector("#connection-banner", state="hidden", timeout=RECOVERY_BOUND * 1000)
+        await live_with(student, "Mevr. Jansen")
+        await really_plays(desk, f"{await tile_of(desk, 'Sanne')} .tile-webcam-video", timeout=RECOVERY_BOUND)
+        assert await node_of(directory, exam["exam"]["id"]) == other.url
