@@ -106,3 +106,46 @@ async def test_pages_of_an_exam_whose_worker_is_killed_are_live_again(page_facto
         await live_with(student, "Mevr. Jansen")
         await really_plays(desk, f"{await tile_of(desk, 'Sanne')} .tile-webcam-video", timeout=RECOVERY_BOUND)
         assert holders[0].pid not in [w.pid for w in served.workers()]
+
+
+async def test_a_worker_counts_joins_by_the_address_the_entry_names_and_a_browser_cannot_name_one() -> None:
+    """The join limit must count browsers, not the entry: with the key the named address is
+    the client's; without it (a browser, or anyone on the machine) the header is ignored."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sfu.cluster.worker import CLIENT_ADDRESS_HEADER, ENTRY_KEY_HEADER, client_address_from_entry, entry_key
+
+    key = entry_key(b"s" * 32)
+
+    async def remote(request: web.Request) -> web.Response:
+        return web.Response(text=request.remote or "")
+
+    app = web.Application(middlewares=[client_address_from_entry(key)])
+    app.router.add_get("/", remote)
+    async with TestClient(TestServer(app)) as client:
+        named = {ENTRY_KEY_HEADER: key, CLIENT_ADDRESS_HEADER: "192.0.2.7"}
+        assert await (await client.get("/", headers=named)).text() == "192.0.2.7"
+        forged = {ENTRY_KEY_HEADER: entry_key(b"t" * 32), CLIENT_ADDRESS_HEADER: "192.0.2.7"}
+        assert await (await client.get("/", headers=forged)).text() == "127.0.0.1"
+        assert await (await client.get("/", headers={CLIENT_ADDRESS_HEADER: "192.0.2.7"})).text() == "127.0.0.1"
+
+
+async def test_joins_through_the_entry_are_limited_per_browser_address_not_for_everyone() -> None:
+    """One address that joins too often is refused; another address still gets in. Were the
+    worker to count the entry's address, the second would be refused too."""
+    async with serving("--workers", "2") as served, aiohttp.ClientSession() as session, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other:
+        exam = await create_exam(session, served)
+        refused = None
+        for attempt in range(200):
+            client = Client(session, served.url)
+            reply = await client.connect(token(exam["student_link"]), name=f"S{attempt}")
+            await client.close()
+            if reply["type"] == "error":
+                refused = reply
+                break
+        assert refused is not None and refused["code"] == "rate_limited"
+        newcomer = Client(other, served.url)
+        assert (await newcomer.connect(token(exam["student_link"]), name="Other"))["type"] == "welcome"
+        await newcomer.close()

@@ -31,7 +31,15 @@ from ..signalling import CLOSE_LINK_REFUSED, HELLO_TIMEOUT
 from .census import Census
 from .directory import HEARTBEAT, Directory, Node
 from .placement import route
-from .worker import CENSUS_PATH, CLIENT_ADDRESS_HEADER, ENTRY_KEY_HEADER, entry_key, from_entry, spec_for
+from .worker import (
+    CENSUS_PATH,
+    CLIENT_ADDRESS_HEADER,
+    ENTRY_KEY_HEADER,
+    client_address,
+    entry_key,
+    from_entry,
+    spec_for,
+)
 from .workers import Worker, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -152,7 +160,8 @@ class Entry:
             return client
         url, worker = destination
         assert self._session is not None
-        headers = {ENTRY_KEY_HEADER: self._key, CLIENT_ADDRESS_HEADER: request.remote or ""}
+        # From another node, the client is the one that node names; the worker counts joins by it.
+        headers = {ENTRY_KEY_HEADER: self._key, CLIENT_ADDRESS_HEADER: client_address(request, self._key)}
         try:
             upstream = await self._session.ws_connect(
                 url,

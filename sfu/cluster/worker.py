@@ -74,6 +74,14 @@ def config_from_spec(spec: dict[str, Any]) -> ServerConfig:
     )
 
 
+def client_address(request: web.Request, key: str) -> str:
+    """The browser's address: as the entry (or another node) names it when the request carries
+    the key, else the peer's own; a browser cannot name one for itself."""
+    if CLIENT_ADDRESS_HEADER in request.headers and from_entry(request, key):
+        return request.headers[CLIENT_ADDRESS_HEADER]
+    return request.remote or ""
+
+
 def client_address_from_entry(key: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     """A middleware: requests that carry the entry's key are seen from the client's address."""
 
@@ -81,8 +89,8 @@ def client_address_from_entry(key: str) -> Callable[..., Awaitable[web.StreamRes
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if CLIENT_ADDRESS_HEADER in request.headers and from_entry(request, key):
-            request = request.clone(remote=request.headers[CLIENT_ADDRESS_HEADER])
+        if CLIENT_ADDRESS_HEADER in request.headers:
+            request = request.clone(remote=client_address(request, key))
         return await handler(request)
 
     return middleware
