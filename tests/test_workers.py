@@ -149,3 +149,13 @@ async def test_joins_through_the_entry_are_limited_per_browser_address_not_for_e
         newcomer = Client(other, served.url)
         assert (await newcomer.connect(token(exam["student_link"]), name="Other"))["type"] == "welcome"
         await newcomer.close()
+
+
+async def test_workers_do_not_outlive_an_entry_killed_with_sigkill() -> None:
+    async with serving("--workers", "2") as served:
+        workers = await served.wait_for_workers(2)
+        served.process.send_signal(signal.SIGKILL)
+        await served.process.wait()
+        # Their stdin closes with the entry: each worker stops by itself.
+        gone, alive = psutil.wait_procs(workers, timeout=RECOVERY_BOUND)
+        assert alive == []
