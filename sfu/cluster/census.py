@@ -91,10 +91,12 @@ class CensusTaker:
     def _dropped_sends(self) -> int:
         from .. import media_socket
 
+        # The media sockets are the poller's own business: should its insides change shape,
+        # the count reads 0 (and the metrics test says so) rather than the census failing.
         added = 0
-        for poller in list(media_socket._pollers.values()):
-            for transport in list(poller._transports.values()):
-                added += self._grown(transport, transport.sends_dropped)
+        for poller in list(getattr(media_socket, "_pollers", {}).values()):
+            for transport in list(getattr(poller, "_transports", {}).values()):
+                added += self._grown(transport, getattr(transport, "sends_dropped", 0))
         return added
 
     async def probe(self) -> None:

@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
 """Seconds a worker has to import, build its app and listen."""
 RESTART_PAUSE = 0.5
+"""Seconds before a worker that exited is started again; doubled while it keeps failing
+within STEADY seconds of its start, up to RESTART_PAUSE_MAX."""
+RESTART_PAUSE_MAX = 30.0
+STEADY = 60.0
 STOP_TIMEOUT = 10.0
 
 
@@ -88,7 +92,10 @@ class WorkerPool:
         return None
 
     async def _keep(self, worker: Worker, ready: asyncio.Future[None]) -> None:
+        loop = asyncio.get_running_loop()
+        delay = RESTART_PAUSE
         while not self._stopping:
+            started = loop.time()
             try:
                 await self._run_once(worker, ready)
             except Exception:
@@ -97,9 +104,12 @@ class WorkerPool:
                 ready.set_result(None)
             if self._stopping:
                 return
+            if loop.time() - started > STEADY:
+                delay = RESTART_PAUSE
             worker.restarts += 1
-            logger.warning("worker %s exited: restarting it", worker.name)
-            await asyncio.sleep(RESTART_PAUSE)
+            logger.warning("worker %s exited: restarting it in %g s", worker.name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_PAUSE_MAX)
 
     async def _run_once(self, worker: Worker, ready: asyncio.Future[None]) -> None:
         process = await asyncio.create_subprocess_exec(
