@@ -202,6 +202,14 @@ def _ice_server(text: str) -> IceServer:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def default_workers() -> int:
+    """One worker per core this process may run on (a cpuset or taskset counts, not the host's cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="invigil", description="Live proctoring: a human surveillant, an SFU, nothing stored."
@@ -273,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=_positive,
-        default=os.cpu_count() or 1,
+        default=default_workers(),
         metavar="N",
         help="worker processes behind the one address, each exam on one of them "
         "(default: the number of cores, %(default)s; 1 runs everything in this process)",

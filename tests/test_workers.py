@@ -24,7 +24,7 @@ RECOVERY_BOUND = 60.0
 def test_workers_default_to_the_number_of_cores_and_must_be_positive() -> None:
     from sfu.cli import build_parser
 
-    assert build_parser().parse_args(["serve"]).workers == (os.cpu_count() or 1)
+    assert build_parser().parse_args(["serve"]).workers == len(os.sched_getaffinity(0))
     assert build_parser().parse_args(["serve", "--workers", "3"]).workers == 3
     for bad in ("0", "-1", "many"):
         with pytest.raises(SystemExit):
