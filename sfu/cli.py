@@ -1,4 +1,5 @@
-"""The `invigil` command: `invigil serve` starts one Invigil server process.
+"""The `invigil` command: `invigil serve` starts one Invigil server process
+(with `--workers` above 1 or `--directory`, an entry and its workers: sfu/cluster/).
 
 It reads its options and INVIGIL_SECRET, builds the app with `sfu.app.make_app`,
 prints the organiser link once the server listens, and logs no client data.

@@ -203,3 +203,11 @@ async def test_pages_of_a_killed_nodes_exam_are_live_again_through_another_node(
         await live_with(student, "Mevr. Jansen")
         await really_plays(desk, f"{await tile_of(desk, 'Sanne')} .tile-webcam-video", timeout=RECOVERY_BOUND)
         assert await node_of(directory, exam["exam"]["id"]) == other.url
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis://", "127.0.0.1:6379"])
+def test_a_directory_that_is_not_a_redis_url_stops_serve(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from sfu.cli import main
+
+    assert main(["serve", "--directory", url]) == 2
+    assert "must be redis://HOST:PORT" in capsys.readouterr().err
