@@ -66,6 +66,31 @@ async def joined(session: aiohttp.ClientSession, url: str, link: str, name: str)
     return client
 
 
+async def holds_ids_addresses_and_counts_only(directory: str, exams: list[dict[str, Any]]) -> None:
+    """Everything in Redis: node heartbeats (a URL, a flag, counts) and exam -> node ids."""
+    import json
+
+    client = redis.from_url(directory)
+    try:
+        keys = sorted([key.decode() async for key in client.scan_iter(match="*")])
+        node_ids = {key.split(":")[2] for key in keys if key.startswith("invigil:node:")}
+        assert len(node_ids) == 2
+        assert {key for key in keys if key.startswith("invigil:exam:")} == {f"invigil:exam:{e['exam']['id']}" for e in exams}
+        assert all(key.startswith(("invigil:node:", "invigil:exam:")) for key in keys)
+        for key in keys:
+            value = (await client.get(key)).decode()
+            if key.startswith("invigil:exam:"):
+                assert value in node_ids
+                assert 0 < await client.ttl(key) <= 3600  # expires with the exam
+            else:
+                beat = json.loads(value)
+                assert set(beat) == {"url", "accepting", "exams", "participants", "cpu", "packets_per_second"}
+                assert all(isinstance(beat[k], (int, float)) for k in ("exams", "participants", "cpu", "packets_per_second"))
+                assert 0 < await client.pttl(key) <= 5000  # the heartbeat's TTL
+    finally:
+        await client.aclose()
+
+
 async def test_exams_are_placed_by_load_and_a_join_through_the_wrong_node_reaches_the_right_one() -> None:
     async with AsyncExitStack() as stack:
         directory = await stack.enter_async_context(redis_server())
@@ -87,6 +112,7 @@ async def test_exams_are_placed_by_load_and_a_join_through_the_wrong_node_reache
             assert sorted(s["name"] for s in roster["students"]) == sorted(
                 f"S{number} via {via.url[-5:]}" for via in (a, b)
             )
+        await holds_ids_addresses_and_counts_only(directory, [first, second])
         for client in (desk_1, desk_2, *students):
             await client.close()
 
