@@ -92,12 +92,14 @@ class Entry:
         for name, _ in self.placed.values():
             counts[name] = counts.get(name, 0) + 1
         exam_id = exam[0] if exam is not None else None
-        name = route(exam_id, {i: n for i, (n, _) in self.placed.items()}, self.pool.loads(counts))
+        loads = self.pool.loads(counts)
+        name = route(exam_id, {i: n for i, (n, _) in self.placed.items()}, loads)
         if name is None:
             return None
         if exam is not None and self.placed.get(exam[0], ("",))[0] != name:
             self.placed[exam[0]] = (name, exam[1])
-            logger.info("exam %s: placed on worker %s", exam[0], name)
+            scores = ", ".join(f"{load.place} {load.score():.0f}" for load in loads)
+            logger.info("exam %s: placed on worker %s (load scores: %s)", exam[0], name, scores)
         return self.pool.by_name(name)
 
     def _worker_exited(self, worker: Worker) -> None:

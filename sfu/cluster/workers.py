@@ -30,6 +30,8 @@ within STEADY seconds of its start, up to RESTART_PAUSE_MAX."""
 RESTART_PAUSE_MAX = 30.0
 STEADY = 60.0
 STOP_TIMEOUT = 10.0
+CPU_WINDOW = 1.0
+"""Shortest span a worker's CPU share is measured over."""
 
 
 class Worker:
@@ -51,12 +53,16 @@ class Worker:
         return self.port is not None and self.process is not None and self.process.returncode is None
 
     def counted(self, census: Census, now: float) -> None:
-        """Keep the worker's latest census and its CPU share (cores in use) since the previous one."""
-        used = census.cpu_seconds
-        if self._cpu_mark is not None and now > self._cpu_mark[0]:
-            self.cpu_share = max(0.0, (used - self._cpu_mark[1]) / (now - self._cpu_mark[0]))
-        self._cpu_mark = (now, used)
+        """Keep the worker's latest census and its CPU share (cores in use), measured over at
+        least CPU_WINDOW seconds: over a shorter span, the census's own few milliseconds of CPU
+        would read as a busy worker (a drain asks for censuses back to back)."""
         self.census = census
+        used = census.cpu_seconds
+        if self._cpu_mark is None:
+            self._cpu_mark = (now, used)
+        elif now - self._cpu_mark[0] >= CPU_WINDOW:
+            self.cpu_share = max(0.0, (used - self._cpu_mark[1]) / (now - self._cpu_mark[0]))
+            self._cpu_mark = (now, used)
 
 
 class WorkerPool:
@@ -128,6 +134,7 @@ class WorkerPool:
                 raise RuntimeError("worker did not say its port")
             worker.port = int(port)
             worker._cpu_mark = None
+            worker.cpu_share = 0.0
             worker.census = None
             if not ready.done():
                 ready.set_result(None)
