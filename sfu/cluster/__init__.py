@@ -23,4 +23,14 @@ Design note (placing whole exams; see README "Deploying"):
   restart); the pages reconnect by themselves (sfu/static/signalling.js) and their next
   hello, on a live worker, recreates the exam from the link's signed settings, as a
   restarted single process does (sfu/registry.py).
+- Several machines (`directory.py`): Redis holds each node's heartbeat (URL and counts,
+  5 s TTL) and each exam's node (expiring with the exam); a new exam is placed under a
+  short lock; a join that reaches another node is proxied to the exam's node the same
+  way a worker is reached (the proxying node names the browser's address under a key
+  derived from the secret, so join limits count browsers). Proxying, not redirecting:
+  the page needs no change and the token never leaves the socket.
+- Counts (`census.py`) feed the heartbeat and the operators' `/metrics` (`metrics.py`).
+
+Modules: `placement` (pure policy), `worker` (one worker process), `workers` (the pool),
+`entry` (the proxy, heartbeat, drain), `directory` (Redis), `census`, `metrics`.
 """
