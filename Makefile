@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip
 
 $(VENV)/.installed: pyproject.toml setup.py sfu/_lane.c sfu/_reader.c sfu/_lane.h | $(BIN)/python
-	$(BIN)/pip install -e '.[test,bench]'
+	$(BIN)/pip install -e '.[test,bench,cluster]'
 	touch $@
 
 # The Firefox tests' driver (puppeteer-core; tests/firefox.py). Without npm the Firefox tests

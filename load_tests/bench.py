@@ -142,6 +142,18 @@ class Server:
                 seen = True
         return total if seen else None
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds of the entry (`main`) and of each worker (`worker1`, … by pid order)."""
+        found: dict[str, float] = {}
+        processes = self.processes()
+        for label, p in [("main", processes[0])] + [
+                (f"worker{i + 1}", p) for i, p in enumerate(sorted(processes[1:], key=lambda p: p.pid))
+        ] if processes else []:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                found[label] = t.user + t.system
+        return found
+
     def rss_mb(self) -> float | None:
         total = 0
         seen = False
@@ -208,11 +220,14 @@ async def run_bench(args: argparse.Namespace) -> dict:
     library = MediaLibrary.standard(keyframe_seconds=args.keyframe_seconds)
     collector = Collector()
     port = free_port()
-    server = Server(args.mode, port, args.server_arg or [], args.server_module)
+    server = Server(args.mode, port, ["--workers", str(args.workers), *(args.server_arg or [])],
+                    args.server_module)
     result: dict = {
         "mode": args.mode,
         "students": args.students,
         "surveillants": args.surveillants,
+        "exams": args.exams,
+        "workers": args.workers,
         "seconds": args.seconds,
         "warmup_seconds": args.warmup,
         "grace_seconds": args.grace,
@@ -240,7 +255,7 @@ async def run_bench(args: argparse.Namespace) -> dict:
     SNAPSHOT_MS.clear()
     students: list[BotStudent] = []
     surveillants: list[BotSurveillant] = []
-    organiser: Organiser | None = None
+    organisers: list[Organiser] = []
     samples: list[dict] = []
     sampler_task: asyncio.Task | None = None
     session = aiohttp.ClientSession()
@@ -251,11 +266,17 @@ async def run_bench(args: argparse.Namespace) -> dict:
         progress.note(f"[bench] server up on port {port} (pid {server.proc.pid})")
         ws_url = f"ws://127.0.0.1:{port}/ws"
 
-        cap = cap_for(args.students, args.surveillants)
+        # --exams K: K equal exams, students and surveillants dealt out in order.
+        share = [(args.students * (k + 1) // args.exams - args.students * k // args.exams,
+                  args.surveillants * (k + 1) // args.exams - args.surveillants * k // args.exams)
+                 for k in range(args.exams)]
+        cap = cap_for(share[0][0], share[0][1])
         result["cap"] = cap
-        organiser = Organiser(session, ws_url, token_of(server.creator_link))
-        await organiser.setup(args.students, args.surveillants, cap,
-                              title=f"Load test {args.students}/{args.surveillants}")
+        for k, (n_students, n_surveillants) in enumerate(share):
+            organiser = Organiser(session, ws_url, token_of(server.creator_link))
+            organisers.append(organiser)
+            await organiser.setup(n_students, n_surveillants, cap_for(n_students, n_surveillants),
+                                  title=f"Load test {k + 1}: {n_students}/{n_surveillants}")
 
         # sample the SFU and the bots once a second from now on
         state = {"phase": "connecting", "started": started_mono}
@@ -263,10 +284,10 @@ async def run_bench(args: argparse.Namespace) -> dict:
             sample_loop(server, me, collector, students, surveillants, samples, state,
                         progress, args))
 
-        student_token = token_of(organiser.student_link)
-        surveillants.extend(
-            BotSurveillant(i, session, ws_url, token_of(link), collector)
-            for i, link in enumerate(organiser.surveillant_links[:args.surveillants]))
+        for organiser, (n_students, n_surveillants) in zip(organisers, share):
+            surveillants.extend(
+                BotSurveillant(len(surveillants) + i, session, ws_url, token_of(link), collector)
+                for i, link in enumerate(organiser.surveillant_links[:n_surveillants]))
         outcomes = await gather_limited([s.start for s in surveillants], args.connect_concurrency)
         for bot, outcome in zip(surveillants, outcomes):
             if isinstance(outcome, BaseException):
@@ -274,8 +295,10 @@ async def run_bench(args: argparse.Namespace) -> dict:
         if not any(s.is_connected for s in surveillants):
             raise RuntimeError("no bot surveillant connected: " + "; ".join(errors[-3:]))
 
-        students.extend(BotStudent(i, session, ws_url, student_token, library, collector)
-                        for i in range(args.students))
+        for organiser, (n_students, _) in zip(organisers, share):
+            student_token = token_of(organiser.student_link)
+            students.extend(BotStudent(len(students) + i, session, ws_url, student_token, library, collector)
+                            for i in range(n_students))
         outcomes = await gather_limited([s.start for s in students], args.connect_concurrency)
         for bot, outcome in zip(students, outcomes):
             if isinstance(outcome, BaseException):
@@ -351,7 +374,7 @@ async def run_bench(args: argparse.Namespace) -> dict:
         result["students_connected"] = sum(1 for s in students if s.connected_at)
         result["surveillants_connected"] = sum(1 for s in surveillants if s.connected_at)
         progress.note("[bench] stopping bots and server…")
-        if organiser is not None:
+        for organiser in organisers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(organiser.end_exam(), 6)
         await asyncio.gather(*(b.stop() for b in [*students, *surveillants]),
@@ -478,6 +501,7 @@ def snapshot(server: Server, me: psutil.Process, collector: Collector) -> dict:
         "machine_busy": machine_busy_seconds(),
         "steal": steal_seconds(),
         "sfu_cpu": server.cpu_seconds(),
+        "sfu_cpu_by_process": server.cpu_by_process(),
         "bots_cpu": t.user + t.system,
         "rss": server.rss_mb(),
         "rx": collector.rx_packets,
@@ -546,6 +570,9 @@ def compute(args, collector: Collector, s0: dict, s1: dict, samples: list[dict],
         sfu_cpu = s1["sfu_cpu"] - s0["sfu_cpu"]
     bots_cpu = s1["bots_cpu"] - s0["bots_cpu"]
     forwarded = s1["rx"] - s0["rx"]
+    by_process = {name: s1["sfu_cpu_by_process"][name] - s0["sfu_cpu_by_process"].get(name, 0.0)
+                  for name in s1["sfu_cpu_by_process"]}
+    workers_cpu = sum(v for k, v in by_process.items() if k.startswith("worker"))
     fs = frame_stats(collector, s0["t"], s1["t"], eligible)
     latencies = fs.pop("_latencies_ms")
 
@@ -568,6 +595,10 @@ def compute(args, collector: Collector, s0: dict, s1: dict, samples: list[dict],
         "forwarded_packets_per_second": forwarded / window if window else None,
         "cpu_us_per_forwarded_packet": (sfu_cpu * 1e6 / forwarded)
         if (sfu_cpu is not None and forwarded) else None,
+        "sfu_cpu_seconds_by_process": by_process,
+        # With workers, `main` is the entry (pages and signalling only): media CPU is the workers'.
+        "workers_cpu_us_per_forwarded_packet": (workers_cpu * 1e6 / forwarded)
+        if (workers_cpu and forwarded) else None,
         "student_packets_sent": s1["tx"] - s0["tx"],
         "frame_matching": "id" if matched_by_id else "count",
         "frame_delivery_ratio": fs["frame_delivery_ratio"] if matched_by_id else by_count,
@@ -824,6 +855,10 @@ def summary_lines(r: dict) -> list[str]:
         f"{f('sfu_cpu_percent_per_student', '{:.2f}')}% per student); forwarded "
         f"{r.get('forwarded_packets', 'n/a')} packets ({f('forwarded_packets_per_second', '{:.0f}')}/s)"
         f" -> {f('cpu_us_per_forwarded_packet')} µs per forwarded packet",
+        *([] if r.get("workers", 1) == 1 and r.get("exams", 1) == 1 else [
+            f"{r.get('exams')} exams on {r.get('workers')} worker(s): CPU s by process "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted((r.get("sfu_cpu_seconds_by_process") or {}).items()))
+            + f"; workers' {f('workers_cpu_us_per_forwarded_packet')} µs per forwarded packet"]),
         f"frames delivered {f('frame_delivery_ratio', '{:.4f}')} ({received_frames(r)}/"
         f"{r.get('frames_sent', 'n/a')}, matched by {r.get('frame_matching', 'n/a')}); latency ms "
         f"p50 {f('latency_ms_p50', '{:.2f}')} p95 {f('latency_ms_p95', '{:.2f}')} "
@@ -859,6 +894,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("forward", "transcode"), required=True,
                    help="passed to the server as --media-mode")
     p.add_argument("--json", required=True, help="write the results here")
+    p.add_argument("--workers", type=int, default=1,
+                   help="passed to the server as --workers (default 1: one process, as measured before)")
+    p.add_argument("--exams", type=int, default=1,
+                   help="split the students and surveillants over this many equal exams (default 1)")
     p.add_argument("--plot", help="PNG with CPU per student and the latency distribution")
     p.add_argument("--warmup", type=float, default=5.0,
                    help="seconds after every bot connected before the window opens (default 5)")
@@ -878,6 +917,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.students < 1 or args.surveillants < 1 or args.seconds <= 0:
         p.error("--students and --surveillants must be >= 1 and --seconds > 0")
+    if args.workers < 1 or not 1 <= args.exams <= min(args.students, args.surveillants):
+        p.error("--workers must be >= 1, and --exams from 1 to the fewer of students and surveillants")
     return args
 
 

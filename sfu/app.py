@@ -40,8 +40,14 @@ async def _exams_lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[JOIN_LIMITER].close()
 
 
-def make_app(config: ServerConfig) -> web.Application:
-    """Build the whole Invigil application for `config` (used by `invigil serve` and the tests)."""
+def make_app(
+    config: ServerConfig,
+    websocket: Callable[[web.Request], Awaitable[web.StreamResponse]] = websocket_handler,
+) -> web.Application:
+    """Build the whole Invigil application for `config` (used by `invigil serve` and the tests).
+
+    `websocket` answers GET /ws: the signalling socket, or on the entry of several
+    workers the proxy that takes it to its exam's worker (sfu/cluster/entry.py)."""
     app = web.Application(client_max_size=64 * 1024)
     app.on_response_prepare.append(security_headers)
     app[CONFIG] = config
@@ -49,7 +55,7 @@ def make_app(config: ServerConfig) -> web.Application:
     app[JOIN_LIMITER] = JoinLimiter()
     app.cleanup_ctx.append(_exams_lifecycle)
     app.router.add_get("/", root)
-    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/common/", STATIC)
     _add_pages(app)

@@ -1,4 +1,5 @@
-"""The `invigil` command: `invigil serve` starts one Invigil server process.
+"""The `invigil` command: `invigil serve` starts one Invigil server process
+(with `--workers` above 1 or `--directory`, an entry and its workers: sfu/cluster/).
 
 It reads its options and INVIGIL_SECRET, builds the app with `sfu.app.make_app`,
 prints the organiser link once the server listens, and logs no client data.
@@ -15,6 +16,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .assignment import MAX_CAP, MIN_CAP
@@ -201,6 +203,14 @@ def _ice_server(text: str) -> IceServer:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def default_workers() -> int:
+    """One worker per core this process may run on (a cpuset or taskset counts, not the host's cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="invigil", description="Live proctoring: a human surveillant, an SFU, nothing stored."
@@ -269,6 +279,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="open HTTP connections one address (an IPv6 /64) may hold (default %(default)s)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=default_workers(),
+        metavar="N",
+        help="worker processes behind the one address, each exam on one of them "
+        "(default: the number of cores, %(default)s; 1 runs everything in this process)",
+    )
+    serve.add_argument(
+        "--directory",
+        metavar="redis://HOST:PORT",
+        help="several machines: place exams on nodes through this Redis (needs the `cluster` extra)",
+    )
+    serve.add_argument(
+        "--node-url",
+        metavar="URL",
+        help="with --directory: where the other nodes reach this one (default: the public URL)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=_seconds_between(0, 7 * 24 * 3600),
+        default=3 * 3600.0,
+        metavar="SECONDS",
+        help="with --directory, SIGTERM drains: no new exams, the running ones go on until they end "
+        "or this long, then the process stops (default %(default)s)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus /metrics (counts only) on this port, for operators; off by default",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for --metrics-port (default %(default)s: keep it private)",
+    )
     return parser
 
 
@@ -315,6 +362,9 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             hostnames.append(urlsplit(args.public_url).hostname or "")
         tls = server_ssl_context(args.tls_cert, args.tls_key, args.self_signed, hostnames)
         config = config_from_args(args, secret, tls is not None)
+        directory = _directory_from_args(args, config)
+        if args.metrics_port:
+            _require("prometheus_client", "--metrics-port")
     except (UsageError, ValueError) as error:
         print(f"invigil serve: error: {error}", file=sys.stderr)
         return 2
@@ -327,7 +377,17 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         logging.getLogger("invigil").warning(RANDOM_SECRET_HINT)
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)
-    app = make_app(config)
+    entry = None
+    if args.workers > 1 or args.directory:
+        from .cluster.entry import Entry
+
+        entry = Entry(config, args.workers, directory, args.drain_timeout)
+        app = make_app(config, websocket=entry.websocket)
+        app.cleanup_ctx.append(entry.lifecycle)
+    else:
+        app = make_app(config)
+    if args.metrics_port:
+        _serve_metrics(app, args, entry)
     link = creator_link(app)
 
     def announce() -> None:
@@ -349,6 +409,39 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         loop=loop,
     )
     return 0
+
+
+def _serve_metrics(app: Any, args: argparse.Namespace, entry: Any) -> None:
+    """Add the /metrics port to `app`'s lifecycle: the entry's workers, or this one process."""
+    from .app import REGISTRY
+    from .cluster.metrics import one_process_source, serving_metrics
+
+    if entry is not None:
+        app.cleanup_ctx.append(serving_metrics(entry.figures, args.metrics_host, args.metrics_port))
+    else:
+        source, taker = one_process_source(app[REGISTRY])
+        app.cleanup_ctx.append(serving_metrics(source, args.metrics_host, args.metrics_port, taker))
+
+
+def _directory_from_args(args: argparse.Namespace, config: ServerConfig) -> Any:
+    """The cluster Directory for --directory (None without it); a UsageError for a bad URL or no `redis`."""
+    if not args.directory:
+        return None
+    if urlsplit(args.directory).scheme not in ("redis", "rediss") or not urlsplit(args.directory).hostname:
+        raise UsageError(f"--directory {args.directory!r}: must be redis://HOST:PORT (or rediss://)")
+    try:
+        from .cluster.directory import Directory
+
+        return Directory(args.directory, checked_public_url(args.node_url or config.public_url))
+    except ImportError:
+        raise UsageError("--directory needs the Redis client: pip install 'invigil[cluster]'") from None
+
+
+def _require(module: str, option: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise UsageError(f"{option} needs the `cluster` extra: pip install 'invigil[cluster]'") from None
 
 
 def _print_ready(config: ServerConfig, tls: TlsSetup | None, link: str) -> None:
