@@ -14,7 +14,7 @@ from typing import Any
 
 from .assignment import Assignment, AssignmentError, Move
 from .config import ServerConfig
-from .links import ExamSettings
+from .links import SHARED_STUDENT_SEAT, ExamSettings
 from .messages import ProtocolError
 from .participant import Participant
 from .router import ExamMedia
@@ -52,6 +52,11 @@ class Exam:
         self.slots: dict[str, dict[str, int]] = {}
         self.slot_count: dict[str, int] = {}
         self.closed = False
+        # Ended sessions, for the exam's life and in memory only: personal seats ended for good,
+        # resume secrets revoked, and (shared link) the names they used, to alert on a rejoin.
+        self.ended_seats: set[str] = set()
+        self.ended_resumes: set[str] = set()
+        self.ended_names: set[str] = set()
         self._on_closed = on_closed
         self._end_timer: asyncio.TimerHandle | None = None
         delay = settings.ends_at - time.time()
@@ -80,6 +85,17 @@ class Exam:
                 return participant
         return None
 
+    def seat_student(self, seat: str) -> Participant | None:
+        """The student holding a personal seat (a numbered seat link), if any."""
+        for participant in self.participants.values():
+            if participant.role == "student" and participant.seat == seat:
+                return participant
+        return None
+
+    def session_was_ended(self, seat: str, resume: object) -> bool:
+        """True if this personal seat, or the session behind this resume secret, was ended."""
+        return seat in self.ended_seats or (isinstance(resume, str) and resume in self.ended_resumes)
+
     def by_resume(self, resume: object) -> Participant | None:
         """The student whose resume secret this is, if any."""
         if not isinstance(resume, str):
@@ -107,6 +123,8 @@ class Exam:
     def add_student(self, participant: Participant) -> None:
         """A student is placed with a surveillant with room, or queued."""
         self.participants[participant.id] = participant
+        if participant.seat == SHARED_STUDENT_SEAT and _name_key(participant.name) in self.ended_names:
+            participant.rejoined_after_end = True
         self.apply([self.assignment.add_student(participant.id)])
         logger.info("exam %s: student %s joined", self.id, participant.id)
 
@@ -204,6 +222,12 @@ class Exam:
             if student is not None:
                 self._watch_media(student)
         self.publish()
+        for move in moves:
+            student = self.participants.get(move.student)
+            if move.surveillant is not None and student is not None and student.rejoined_after_end:
+                # After the roster push, so the desk already knows the name.
+                student.rejoined_after_end = False
+                self.alert(move.surveillant, student.id, "rejoined_after_end")
 
     def detach(self, student_id: str, surveillant_id: str) -> None:
         """End what a surveillant had on a student it no longer watches: talk-back (voice route
@@ -411,7 +435,16 @@ class Exam:
         self.publish()
 
     async def end_session(self, student: Participant, reason: str) -> None:
-        """The surveillant ends one student's session; the student is told why."""
+        """The surveillant ends one student's session; the student is told why.
+
+        The session stays ended: a personal seat cannot be taken again and the resume secret
+        is revoked; on the shared link a new student under the same name raises an alert.
+        """
+        if student.seat == SHARED_STUDENT_SEAT:
+            self.ended_names.add(_name_key(student.name))
+        else:
+            self.ended_seats.add(student.seat)
+        self.ended_resumes.add(student.resume)
         await self._send_away(
             student, {"type": "session_ended", "v": 1, "reason": reason}, "ended_by_surveillant", CLOSE_SESSION_ENDED
         )
@@ -496,8 +529,16 @@ class Exam:
         self.slots.clear()
         self.focus.clear()
         self.talking.clear()
+        self.ended_seats.clear()
+        self.ended_resumes.clear()
+        self.ended_names.clear()
         logger.info("exam %s: ended (%s)", self.id, reason)
         self._on_closed(self.id)
+
+
+def _name_key(name: str) -> str:
+    """A name compared in memory only: case and surrounding space do not matter."""
+    return " ".join(name.split()).casefold()
 
 
 async def _flush_and_close(participant: Participant, socket: Any, code: int) -> None:

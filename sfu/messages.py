@@ -19,6 +19,7 @@ from .links import (
     ID_MAX,
     MAX_TOKEN_CHARS,
     NOTE_MAX,
+    SEATS_MAX,
     TIME_MAX,
     TITLE_MAX,
     Role,
@@ -80,6 +81,10 @@ ERROR_TEXT: dict[str, dict[str, str]] = {
     "exam_ended": {
         "nl": "Dit tentamen is afgelopen.",
         "en": "This exam has ended.",
+    },
+    "session_ended": {
+        "nl": "Je sessie is beëindigd door de surveillant. Met deze link kun je niet verder.",
+        "en": "Your session was ended by the surveillant. You cannot continue with this link.",
     },
     "no_room": {
         "nl": "Die surveillant heeft geen plek meer vrij. Kies iemand anders.",
@@ -218,7 +223,12 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
         "ends_at": _Field(_integer(0, TIME_MAX)),
         "id_check": _Field(_boolean),
     },
+    "check": {
+        "token": _Field(_token),
+        "resume": _Field(_identifier(RESUME_MAX), required=False),
+    },
     "add_surveillant": {},
+    "seat_links": {"count": _Field(_integer(1, SEATS_MAX))},
     "set_cap": {"cap": _Field(_integer(CAP_MIN, CAP_MAX))},
     "end_exam": {},
     "offer": {"sdp": _Field(_sdp)},
@@ -241,7 +251,9 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
 _SENDERS: dict[str, frozenset[Role | None]] = {
     "hello": frozenset({None}),
     "create_exam": frozenset({"organiser"}),
+    "check": frozenset({None}),
     "add_surveillant": frozenset({"organiser"}),
+    "seat_links": frozenset({"organiser"}),
     "set_cap": frozenset({"organiser"}),
     "end_exam": frozenset({"organiser"}),
     "offer": frozenset({"student", "surveillant"}),
@@ -337,7 +349,7 @@ def parse_client_message(raw: str | bytes, role: Role | None) -> dict[str, Any]:
     schema = _SCHEMAS.get(message_type)
     if schema is None:
         raise ProtocolError("unknown_type", ref)
-    if role is None and message_type != "hello":
+    if role is None and message_type not in ("hello", "check"):
         raise ProtocolError("not_authenticated", ref)
     if not role_may_send(role, message_type):
         raise ProtocolError("not_allowed", ref)

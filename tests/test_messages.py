@@ -26,6 +26,8 @@ ROLES = ("organiser", "surveillant", "student")
 
 SENDERS: dict[str, set[str | None]] = {
     "hello": {None},
+    "check": {None},
+    "seat_links": {"organiser"},
     "create_exam": {"organiser"},
     "add_surveillant": {"organiser"},
     "set_cap": {"organiser"},
@@ -55,6 +57,8 @@ VALID: dict[str, dict[str, Any]] = {
         "ends_at": 1_700_003_600,
         "id_check": True,
     },
+    "check": {"token": "abc.def", "resume": "r3sume_Token-1"},
+    "seat_links": {"count": 30},
     "add_surveillant": {},
     "set_cap": {"cap": 4},
     "end_exam": {},
@@ -161,7 +165,7 @@ def test_role_may_send_unknown_type() -> None:
     assert not role_may_send(None, "bogus")
 
 
-@pytest.mark.parametrize("message_type", sorted(set(SENDERS) - {"hello"}))
+@pytest.mark.parametrize("message_type", sorted(set(SENDERS) - {"hello", "check"}))
 def test_not_authenticated_before_hello(message_type: str) -> None:
     error = error_of(frame(message_type, id=7), None)
     assert (error.code, error.ref) == ("not_authenticated", 7)
@@ -274,7 +278,7 @@ def test_too_large_wins_over_role_and_fields() -> None:
 
 
 @pytest.mark.parametrize(("message_type", "field"), [(t, f) for t in sorted(VALID) for f in VALID[t]
-                                                     if (t, f) not in {("hello", "name"), ("hello", "resume")}])
+                                                     if (t, f) not in {("hello", "name"), ("hello", "resume"), ("check", "resume")}])
 def test_every_required_field_is_required(message_type: str, field: str) -> None:
     assert field_code(message_type, **{field: DROP}) == "invalid"
 

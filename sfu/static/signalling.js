@@ -47,7 +47,7 @@
 
 const PROTOCOL_VERSION = 1;
 const FINAL_CLOSE_CODES = new Set([4000, 4001, 4002, 4003, 4004, 4010]);
-const FINAL_ERROR_CODES = new Set(['link_invalid', 'link_expired', 'exam_ended']);
+const FINAL_ERROR_CODES = new Set(['link_invalid', 'link_expired', 'exam_ended', 'session_ended']);
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 5000;
 const HELLO_TIMEOUT_MS = 15000;

@@ -16,6 +16,7 @@ import {
   openWholeScreen,
 } from './devices.js';
 import { examFromToken } from './link.js';
+import { checkLink } from '/common/linkcheck.js';
 import { Publisher } from './publisher.js';
 import { RECOMMENDED_KBPS, estimateUploadKbps } from './uplink.js';
 
@@ -25,8 +26,14 @@ const SILENCE_WARNING_MS = 8000;
 const RENEGOTIATE_DELAY_MS = 3000;
 const DISCONNECTED_GRACE_MS = 8000;
 const LEAVE_CLOSE_DELAY_MS = 2000;
-const FINAL_LINK_ERRORS = new Set(['link_invalid', 'link_expired', 'exam_ended']);
+const FINAL_LINK_ERRORS = new Set(['link_invalid', 'link_expired', 'exam_ended', 'session_ended']);
 const DEVICES = ['camera', 'microphone', 'screen'];
+const DEAD_LINK_HEADINGS = {
+  link_invalid: 'student.problem_link_heading',
+  link_expired: 'student.problem_link_heading',
+  exam_ended: 'student.ended_exam_heading',
+  session_ended: 'student.ended_session_heading',
+};
 
 const page = {
   token: null,
@@ -356,8 +363,7 @@ function joinFailed(error) {
   stopDevices();
   if (FINAL_LINK_ERRORS.has(error?.code)) {
     stopEverything();
-    showProblem(error.code === 'exam_ended' ? 'student.ended_exam_heading' : 'student.problem_link_heading',
-      errorKey(error));
+    showProblem(DEAD_LINK_HEADINGS[error.code], errorKey(error));
     return;
   }
   // Back to the device check: the camera was switched off while nothing was sent.
@@ -711,7 +717,7 @@ function wireControls() {
   });
 }
 
-function start() {
+async function start() {
   wireControls();
   setLanguage(currentLanguage());
   page.token = tokenFromFragment();
@@ -720,6 +726,12 @@ function start() {
     return;
   }
   page.exam = examFromToken(page.token);
+  // A dead link says so at once, before the notice and before any device is asked for.
+  const status = await checkLink(page.token);
+  if (FINAL_LINK_ERRORS.has(status)) {
+    showProblem(DEAD_LINK_HEADINGS[status], `common.error_${status}`);
+    return;
+  }
   showNotice();
 }
 

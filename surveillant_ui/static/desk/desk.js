@@ -2,6 +2,7 @@
 // Nothing is kept: no storage API, no recorder; media only lives in <video>/<audio>.
 
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
+import { checkLink } from '/common/linkcheck.js';
 import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { $, h } from '/common/dom.js';
 import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
@@ -1195,13 +1196,27 @@ function wire() {
   });
 }
 
-function main() {
+const DEAD_LINK_HEADINGS = {
+  link_invalid: 'desk.notice.refused_heading',
+  link_expired: 'desk.notice.refused_heading',
+  exam_ended: 'desk.notice.ended_heading',
+};
+
+async function main() {
   renderTopbar('desk.role');
   wire();
   setLanguage(currentLanguage());
   state.token = tokenFromFragment();
   if (!state.token) {
     showNotice('desk.notice.no_link_heading', 'desk.notice.no_link');
+    return;
+  }
+  // A dead link says so before the code of conduct.
+  show(null);
+  const status = await checkLink(state.token);
+  if (status in DEAD_LINK_HEADINGS) {
+    state.ended = true;
+    showNotice(DEAD_LINK_HEADINGS[status], errorText({ code: status }));
     return;
   }
   show('start');

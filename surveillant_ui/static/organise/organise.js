@@ -6,6 +6,7 @@ import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { $, h } from '/common/dom.js';
 import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
+import { wireSeatLinks } from './seats.js';
 
 const DEFAULT_CAP = { written: 8, oral: 1 };
 // An oral examiner checks identity while talking; a written exam checks before it starts.
@@ -449,6 +450,7 @@ function wire() {
     event.preventDefault();
     changeCap();
   });
+  wireSeatLinks(() => state.sig);
   $('end-exam').addEventListener('click', () => {
     $('end-error').textContent = '';
     $('end-dialog').showModal();
