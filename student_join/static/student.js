@@ -17,6 +17,7 @@ import {
 } from './devices.js';
 import { examFromToken } from './link.js';
 import { checkLink } from '/common/linkcheck.js';
+import { forgetPlaces, keptPlace, rememberPlace } from './resume.js';
 import { Publisher } from './publisher.js';
 import { RECOMMENDED_KBPS, estimateUploadKbps } from './uplink.js';
 
@@ -60,6 +61,7 @@ const page = {
   ended: false,
   retry: null,
   uplinkKbps: null,
+  kept: null, // { resume, name }: this tab's place from before a reload (resume.js)
 };
 
 // --- small helpers ---------------------------------------------------------
@@ -348,7 +350,7 @@ async function join() {
   renderStoppedDevices();
   showStep('session');
 
-  const signalling = new Signalling({ token: page.token, name: page.name });
+  const signalling = new Signalling({ token: page.token, name: page.name, resume: page.kept?.resume });
   page.signalling = signalling;
   listen(signalling);
   try {
@@ -362,6 +364,7 @@ function joinFailed(error) {
   page.signalling = null;
   stopDevices();
   if (FINAL_LINK_ERRORS.has(error?.code)) {
+    forgetPlaces();
     stopEverything();
     showProblem(DEAD_LINK_HEADINGS[error.code], errorKey(error));
     return;
@@ -406,6 +409,7 @@ function listen(signalling) {
 }
 
 function welcomed(welcome) {
+  rememberPlace(page.token, welcome.resume, page.name);
   if (welcome.exam) {
     page.exam = { ...page.exam, ...welcome.exam };
     showExam();
@@ -671,6 +675,7 @@ const ENDINGS = {
 function end(kind, reason = '') {
   if (page.ended) return;
   page.ended = true;
+  forgetPlaces();
   const signalling = page.signalling;
   stopEverything();
   if (kind !== 'left') signalling?.close();
@@ -706,6 +711,7 @@ function wireControls() {
     if ($('leave-dialog').returnValue === 'leave') leave();
   });
   $('problem-retry').addEventListener('click', () => page.retry?.());
+  $('resume-button').addEventListener('click', continueAfterReload);
   document.addEventListener('visibilitychange', () => sendStatus());
   keepTokenOnSkipLinks();
   // A link pasted into an open page changes only the fragment: start again with it.
@@ -726,13 +732,38 @@ async function start() {
     return;
   }
   page.exam = examFromToken(page.token);
+  page.kept = keptPlace(page.token);
   // A dead link says so at once, before the notice and before any device is asked for.
-  const status = await checkLink(page.token);
+  const status = await checkLink(page.token, page.kept?.resume);
   if (FINAL_LINK_ERRORS.has(status)) {
+    forgetPlaces();
     showProblem(DEAD_LINK_HEADINGS[status], `common.error_${status}`);
     return;
   }
-  showNotice();
+  if (page.kept) showResume();
+  else showNotice();
+}
+
+// --- back after a reload ------------------------------------------------------
+
+function showResume() {
+  showExam();
+  say($('resume-text'), 'student.resume_text', { name: page.kept.name });
+  showStep('resume', { focus: false });
+}
+
+// One click brings the devices back (the screen picker needs the click) and rejoins the kept place.
+async function continueAfterReload() {
+  $('resume-button').disabled = true;
+  page.name = page.kept.name;
+  page.audioContext ??= new AudioContext();
+  const screen = openWholeScreen().then((track) => ({ track }), () => ({ track: null }));
+  const { camera, microphone } = await openCameraAndMicrophone();
+  useTrack('camera', camera.track);
+  useTrack('microphone', microphone.track);
+  useTrack('screen', (await screen).track);
+  if (devicesReady()) join();
+  else beginCheck(); // the ordinary device check; its join still presents the kept place
 }
 
 start();
