@@ -59,6 +59,9 @@ class Exam:
         self.ended_names: set[str] = set()
         self._on_closed = on_closed
         self._end_timer: asyncio.TimerHandle | None = None
+        self.ending_at: float | None = None
+        """When the organiser's announced end comes (unix seconds), or None."""
+        self._ending_timer: asyncio.TimerHandle | None = None
         delay = settings.ends_at - time.time()
         self._end_timer = asyncio.get_running_loop().call_later(
             max(0.0, delay), lambda: asyncio.ensure_future(self.close("time_up"))
@@ -504,6 +507,24 @@ class Exam:
 
     # -- the end ------------------------------------------------------------------
 
+    def end_after(self, seconds: int) -> None:
+        """Announce the end to the surveillants and organisers, then end the exam after `seconds`,
+        so that nobody's incident notes vanish by surprise. A later, earlier call moves it forward."""
+        at = time.time() + seconds
+        if self.ending_at is not None and self.ending_at <= at:
+            return
+        self.ending_at = at
+        if self._ending_timer is not None:
+            self._ending_timer.cancel()
+        self._ending_timer = asyncio.get_running_loop().call_later(
+            seconds, lambda: asyncio.ensure_future(self.close("ended_by_organiser"))
+        )
+        notice = {"type": "exam_ending", "v": 1, "at": int(at), "seconds": seconds}
+        for participant in self.participants.values():
+            if participant.role in ("surveillant", "organiser"):
+                participant.push(notice)
+        logger.info("exam %s: ends in %d s", self.id, seconds)
+
     async def close(self, reason: str) -> None:
         """End the exam: tell everyone, close every connection, drop all state."""
         if self.closed:
@@ -512,6 +533,9 @@ class Exam:
         if self._end_timer is not None:
             self._end_timer.cancel()
             self._end_timer = None
+        if self._ending_timer is not None:
+            self._ending_timer.cancel()
+            self._ending_timer = None
         self._stats_task.cancel()
         participants = list(self.participants.values())
         sockets = [(p, p.socket) for p in participants]

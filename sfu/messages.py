@@ -38,6 +38,8 @@ REASON_MAX = 300
 SDP_MAX = 60_000
 RESUME_MAX = 128
 MESSAGE_ID_MAX = 2**31 - 1
+END_WARNING_MAX = 600
+"""Longest warning before an exam ends (`end_exam.after_seconds`): ten minutes."""
 
 _SDP_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 
@@ -230,7 +232,7 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
     "add_surveillant": {},
     "seat_links": {"count": _Field(_integer(1, SEATS_MAX))},
     "set_cap": {"cap": _Field(_integer(CAP_MIN, CAP_MAX))},
-    "end_exam": {},
+    "end_exam": {"after_seconds": _Field(_integer(0, END_WARNING_MAX), required=False)},
     "offer": {"sdp": _Field(_sdp)},
     "status": {
         "camera": _Field(_boolean),

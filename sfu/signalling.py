@@ -294,8 +294,13 @@ class Connection:
         await self.reply({"type": "ack", "v": 1}, ref)
 
     async def on_end_exam(self, message: dict[str, Any], ref: int | None) -> None:
-        """End the exam for everyone, now."""
+        """End the exam for everyone: now, or after a warning of `after_seconds` (then `ack`)."""
         exam, _ = self.require_exam()
+        after = message.get("after_seconds") or 0
+        if after > 0:
+            exam.end_after(after)
+            await self.reply({"type": "ack", "v": 1}, ref)
+            return
         await exam.close("ended_by_organiser")
 
     # student and surveillant

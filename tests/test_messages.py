@@ -61,7 +61,7 @@ VALID: dict[str, dict[str, Any]] = {
     "seat_links": {"count": 30},
     "add_surveillant": {},
     "set_cap": {"cap": 4},
-    "end_exam": {},
+    "end_exam": {"after_seconds": 60},
     "offer": {"sdp": SDP},
     "status": {"camera": True, "microphone": True, "screen": False, "page_hidden": False},
     "hand": {"raised": True},
@@ -278,7 +278,7 @@ def test_too_large_wins_over_role_and_fields() -> None:
 
 
 @pytest.mark.parametrize(("message_type", "field"), [(t, f) for t in sorted(VALID) for f in VALID[t]
-                                                     if (t, f) not in {("hello", "name"), ("hello", "resume"), ("check", "resume")}])
+                                                     if (t, f) not in {("hello", "name"), ("hello", "resume"), ("check", "resume"), ("end_exam", "after_seconds")}])
 def test_every_required_field_is_required(message_type: str, field: str) -> None:
     assert field_code(message_type, **{field: DROP}) == "invalid"
 

@@ -9,6 +9,7 @@ import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/c
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
 import { glyph, icon, timeLabel } from './widgets.js';
+import { clearEnding, onExamEnding, renderEnding, wireEnding } from './ending.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const OFFER_TIMEOUT_MS = 20000;
@@ -649,6 +650,7 @@ function renderIncidents() {
     h('strong', { text: incident.name }), ': ', incident.note)));
   $('incidents-empty').hidden = state.incidents.length > 0;
   $('incidents-download').hidden = state.incidents.length === 0;
+  renderEnding();
 }
 
 function incidentsText() {
@@ -899,6 +901,7 @@ function endEverything() {
   clearAlerts();
   state.incidents = [];
   state.incidentsDownloaded = true;
+  clearEnding();
   renderIncidents();
 }
 
@@ -1037,6 +1040,7 @@ async function begin(name) {
   sig.on('stats', onStats);
   sig.on('alert', onAlert);
   sig.on('exam_ended', onExamEnded);
+  sig.on('exam_ending', onExamEnding);
   sig.on('error', (error) => {
     if (['link_invalid', 'link_expired', 'exam_ended'].includes(error.code)) {
       endEverything();
@@ -1087,6 +1091,7 @@ function renderLanguage() {
   renderTalk();
   renderSoundToggle();
   renderAlerts();
+  renderEnding();
   if (state.welcome && !state.ended) renderRoster();
   if (state.focusedId) {
     const student = studentById(state.focusedId);
@@ -1181,6 +1186,7 @@ function wire() {
     addIncident();
   });
   $('incidents-download').addEventListener('click', downloadIncidents);
+  wireEnding({ download: downloadIncidents, hasNotes: () => state.incidents.length > 0 });
   // Incident notes live only here: ask before a reload or close throws them away.
   window.addEventListener('beforeunload', (event) => {
     if (!state.ended && state.incidents.length > 0 && !state.incidentsDownloaded) event.preventDefault();

@@ -401,6 +401,27 @@ async function changeCap() {
   }
 }
 
+const END_WARNING_SECONDS = 60;
+
+// The surveillants are warned first, so their incident notes are not lost by surprise.
+async function endExamLater() {
+  const later = $('end-later');
+  later.disabled = true;
+  $('end-error').textContent = '';
+  try {
+    await state.sig.request('end_exam', { after_seconds: END_WARNING_SECONDS });
+    const at = new Date(Date.now() + END_WARNING_SECONDS * 1000);
+    $('end-dialog').close();
+    setResult('add-result', () => t('organise.end.scheduled', {
+      time: at.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' }),
+    }));
+  } catch (error) {
+    $('end-error').textContent = errorText(error);
+  } finally {
+    later.disabled = false;
+  }
+}
+
 async function endExam() {
   const confirm = $('end-confirm');
   confirm.disabled = true;
@@ -457,6 +478,7 @@ function wire() {
     $('end-cancel').focus();
   });
   $('end-cancel').addEventListener('click', () => $('end-dialog').close());
+  $('end-later').addEventListener('click', endExamLater);
   $('end-dialog').addEventListener('close', () => { if (!state.ended) $('end-exam').focus(); });
   $('end-form').addEventListener('submit', (event) => {
     event.preventDefault();
