@@ -102,6 +102,7 @@ export default {
 
     // --- desk: the large view and interventions ------------------------------------
     'desk.focus.close': 'Sluiten',
+    'desk.focus.swap': 'Camera groot',
     'desk.focus.student_left': 'De student is niet meer bij jou; het grote beeld is gesloten.',
     'desk.message.heading': 'Bericht sturen',
     'desk.message.presets': 'Kant-en-klare berichten',
@@ -164,6 +165,9 @@ export default {
     'desk.admit.checked': 'Identiteit gecontroleerd',
     'desk.admit.button': 'Toelaten',
     'desk.admit.button_label': 'Toelaten: {name}',
+    'desk.admit.check_button': 'ID controleren',
+    'desk.admit.check_button_label': 'ID controleren: {name}',
+    'desk.admit.looked': 'Ik heb naam en foto op de kaart vergeleken met de student',
     'desk.admit.sending': 'Toelaten…',
     'desk.admit.done': '{name} is toegelaten.',
     'desk.preset.show_id': 'Houd je studentenkaart of identiteitsbewijs voor de camera, alsjeblieft.',
@@ -386,6 +390,7 @@ export default {
 
     // --- desk: the large view and interventions ------------------------------------
     'desk.focus.close': 'Close',
+    'desk.focus.swap': 'Camera large',
     'desk.focus.student_left': 'The student is no longer with you; the large view was closed.',
     'desk.message.heading': 'Send a message',
     'desk.message.presets': 'Ready-made messages',
@@ -448,6 +453,9 @@ export default {
     'desk.admit.checked': 'Identity checked',
     'desk.admit.button': 'Admit',
     'desk.admit.button_label': 'Admit {name}',
+    'desk.admit.check_button': 'Check ID',
+    'desk.admit.check_button_label': 'Check ID of {name}',
+    'desk.admit.looked': 'I compared the name and photo on the card with the student',
     'desk.admit.sending': 'Admitting…',
     'desk.admit.done': '{name} is admitted.',
     'desk.preset.show_id': 'Please hold your student card or ID up to the camera.',

@@ -9,6 +9,7 @@ import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/c
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
 import { glyph, icon, timeLabel } from './widgets.js';
+import { looked, startIdCheck, wireIdCheck } from './idcheck.js';
 import { clearEnding, onExamEnding, renderEnding, wireEnding } from './ending.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
@@ -213,7 +214,8 @@ function createTile(student) {
     figure.addEventListener('click', () => openFocus(student.id));
   }
   open.addEventListener('click', () => openFocus(student.id));
-  admit.addEventListener('click', () => admitStudent(student.id));
+  // The tile only leads to the ID check; Admit itself is in the student view, after looking.
+  admit.addEventListener('click', () => openFocus(student.id));
   const tile = {
     id: student.id, root, webcam, screen, webcamGap, screenGap, webcamCaption, screenCaption,
     name, hand, admission, idBadge, admit, statusList, levelLabel, meter, open, audio, slot: null,
@@ -233,8 +235,8 @@ function updateTile(tile, student) {
   if (!unchecked && document.activeElement === tile.admit) tile.open.focus();
   tile.admission.hidden = !unchecked;
   tile.idBadge.replaceChildren(icon('idCard'), ` ${t('desk.admit.not_checked')}`);
-  tile.admit.textContent = t('desk.admit.button');
-  tile.admit.setAttribute('aria-label', t('desk.admit.button_label', { name: student.name }));
+  tile.admit.textContent = t('desk.admit.check_button');
+  tile.admit.setAttribute('aria-label', t('desk.admit.check_button_label', { name: student.name }));
   tile.webcamCaption.textContent = t('desk.media.webcam');
   tile.screenCaption.textContent = t('desk.media.screen');
   tile.levelLabel.textContent = t('desk.status.sound');
@@ -336,6 +338,7 @@ function openFocus(studentId) {
   if (state.focusedId && state.focusedId !== studentId) stopTalk();
   state.focusedId = studentId;
   resetInterventions();
+  startIdCheck(student);
   renderStudentView(student);
   if (!dialog.open) dialog.showModal();
   $('focus-close').focus();
@@ -392,6 +395,7 @@ function renderAdmission(student) {
   $('admit-hint').hidden = !unchecked;
   $('admit-actions').hidden = !unchecked;
   $('admit-button').setAttribute('aria-label', t('desk.admit.button_label', { name: student.name }));
+  $('admit-button').disabled = !looked();
 }
 
 async function admitStudent(studentId) {
@@ -1162,7 +1166,8 @@ function wire() {
     }
   });
 
-  $('admit-button').addEventListener('click', () => { if (state.focusedId) admitStudent(state.focusedId); });
+  $('admit-button').addEventListener('click', () => { if (state.focusedId && looked()) admitStudent(state.focusedId); });
+  wireIdCheck({ onLooked: () => { const student = studentById(state.focusedId); if (student) renderAdmission(student); } });
   $('end-open').addEventListener('click', () => { if (state.focusedId) openEndDialog(state.focusedId); });
   $('oral-next').addEventListener('click', () => { if (state.focusedId) openEndDialog(state.focusedId, { next: true }); });
   $('end-form').addEventListener('submit', (event) => {
