@@ -103,6 +103,11 @@ export default {
     // --- desk: the large view and interventions ------------------------------------
     'desk.focus.close': 'Sluiten',
     'desk.focus.swap': 'Camera groot',
+    'desk.listen.all': 'Iedereen beluisteren',
+    'desk.listen.hint': 'Standaard hoor je alleen de student die je open hebt; de anderen staan op stil, hun geluidsmeter laat zien wanneer ze praten.',
+    'desk.listen.mute': 'Stil',
+    'desk.listen.mute_label': 'Stil: {name}',
+    'desk.listen.volume_label': 'Volume: {name}',
     'desk.focus.student_left': 'De student is niet meer bij jou; het grote beeld is gesloten.',
     'desk.message.heading': 'Bericht sturen',
     'desk.message.presets': 'Kant-en-klare berichten',
@@ -391,6 +396,11 @@ export default {
     // --- desk: the large view and interventions ------------------------------------
     'desk.focus.close': 'Close',
     'desk.focus.swap': 'Camera large',
+    'desk.listen.all': 'Listen to all',
+    'desk.listen.hint': 'By default you hear only the student you have open; the others are muted, and their sound meter shows when they speak.',
+    'desk.listen.mute': 'Mute',
+    'desk.listen.mute_label': 'Mute {name}',
+    'desk.listen.volume_label': 'Volume: {name}',
     'desk.focus.student_left': 'The student is no longer with you; the large view was closed.',
     'desk.message.heading': 'Send a message',
     'desk.message.presets': 'Ready-made messages',

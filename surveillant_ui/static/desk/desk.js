@@ -10,6 +10,7 @@ import { errorText, renderConnection, renderResults, renderTopbar, setResult } f
 import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
 import { glyph, icon, timeLabel } from './widgets.js';
 import { looked, startIdCheck, wireIdCheck } from './idcheck.js';
+import { applyListening, forgetListening, listeningControls, wireListening } from './listening.js';
 import { clearEnding, onExamEnding, renderEnding, wireEnding } from './ending.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
@@ -196,7 +197,8 @@ function createTile(student) {
     'aria-labelledby': levelId,
   });
   const open = h('button', { type: 'button', class: 'open' });
-  const audio = h('audio', { autoplay: true });
+  const audio = h('audio', { autoplay: true, muted: true });
+  const { mute, volume } = listeningControls(student.id);
   const root = h('li', { class: 'tile', 'data-student': student.id },
     h('article', { 'aria-labelledby': nameId },
       h('div', { class: 'tile-media' },
@@ -207,6 +209,7 @@ function createTile(student) {
         admission,
         statusList,
         h('div', { class: 'tile-level' }, levelLabel, meter),
+        h('div', { class: 'tile-listen' }, mute, volume),
         open),
       audio));
   // A click on the picture opens the large view too; the button is the keyboard way in.
@@ -218,8 +221,9 @@ function createTile(student) {
   admit.addEventListener('click', () => openFocus(student.id));
   const tile = {
     id: student.id, root, webcam, screen, webcamGap, screenGap, webcamCaption, screenCaption,
-    name, hand, admission, idBadge, admit, statusList, levelLabel, meter, open, audio, slot: null,
+    name, hand, admission, idBadge, admit, statusList, levelLabel, meter, open, audio, mute, volume, slot: null,
   };
+  audio.muted = true; // nothing plays before the listening rules say so
   return tile;
 }
 
@@ -308,7 +312,9 @@ function renderRoster() {
     setStream(tile.audio, null);
     tile.root.remove();
     state.tiles.delete(id);
+    forgetListening(id);
   }
+  renderListening();
   $('grid-empty').hidden = students.length > 0;
   const slots = state.roster.slots || media.slots;
   $('desk-count').textContent = t('desk.grid.count', { count: students.length, slots });
@@ -340,9 +346,14 @@ function openFocus(studentId) {
   resetInterventions();
   startIdCheck(student);
   renderStudentView(student);
+  renderListening();
   if (!dialog.open) dialog.showModal();
   $('focus-close').focus();
   state.sig?.request('focus', { student_id: studentId }).catch((error) => toast(errorText(error)));
+}
+
+function renderListening() {
+  applyListening(state.tiles.values(), state.focusedId);
 }
 
 function closeFocus({ notify = true, reason = null } = {}) {
@@ -354,6 +365,7 @@ function closeFocus({ notify = true, reason = null } = {}) {
   setStream($('focus-webcam'), null);
   setStream($('focus-screen'), null);
   if (wasOpen) dialog.close();
+  renderListening();
   if (notify && studentId) state.sig?.request('focus', { student_id: null }).catch(() => {});
   if (reason) toast(reason);
   // Back to where the reader came from; if that tile is gone, to the top of the grid.
@@ -1191,6 +1203,7 @@ function wire() {
     addIncident();
   });
   $('incidents-download').addEventListener('click', downloadIncidents);
+  wireListening(renderListening);
   wireEnding({ download: downloadIncidents, hasNotes: () => state.incidents.length > 0 });
   // Incident notes live only here: ask before a reload or close throws them away.
   window.addEventListener('beforeunload', (event) => {
