@@ -28,7 +28,9 @@ CLOSE_NO_MEDIA = 4004
 
 THUMBNAIL_ENCODINGS: dict[str, dict[str, float]] = {
     "webcam": {"maxBitrate": 150_000, "maxFramerate": 10, "scaleResolutionDownBy": 2.0},
-    "screen": {"maxBitrate": 150_000, "maxFramerate": 3, "scaleResolutionDownBy": 2.0},
+    # Readable enough to see which application is open: 360 lines (640×360 of a 16:9 screen)
+    # at 2 frames a second; `maxHeight` makes the page pick the scale from its own screen size.
+    "screen": {"maxBitrate": 250_000, "maxFramerate": 2, "scaleResolutionDownBy": 1.0, "maxHeight": 360},
 }
 FOCUS_ENCODINGS: dict[str, dict[str, float]] = {
     "webcam": {"maxBitrate": 500_000, "maxFramerate": 15, "scaleResolutionDownBy": 1.0},

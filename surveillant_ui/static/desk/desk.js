@@ -10,6 +10,7 @@ import { errorText, renderConnection, renderResults, renderTopbar, setResult } f
 import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
 import { glyph, icon, timeLabel } from './widgets.js';
 import { looked, startIdCheck, wireIdCheck } from './idcheck.js';
+import { assessQuality } from './quality.js';
 import { applyListening, forgetListening, listeningControls, wireListening } from './listening.js';
 import { clearEnding, onExamEnding, renderEnding, wireEnding } from './ending.js';
 
@@ -30,7 +31,7 @@ const state = {
   ended: false,
   roster: { slots: 0, students: [], queue: 0 },
   names: new Map(), // student id -> last known display name (for alerts about students who left)
-  stats: new Map(), // student id -> { quality, serverAudio, lastLost }
+  stats: new Map(), // student id -> { quality, counts, loss, serverAudio }
   tiles: new Map(), // student id -> tile
   focusedId: null, // the student in the large view (or the current student of an oral exam)
   talk: null, // { studentId, mode: 'hold' | 'toggle' | 'oral' }
@@ -48,6 +49,7 @@ const media = {
   localAudio: null, // talk-back track; enabled only while talking
   localVideo: null, // examiner camera (oral exam only)
   localLevels: new Map(), // slot -> audio level measured on this side
+  localJitterMs: new Map(), // slot -> interarrival jitter of its microphone measured on this side
   statsTimer: null,
   status: 'idle',
 };
@@ -149,31 +151,6 @@ function normaliseAudioLevel(value) {
   return Math.max(0, Math.min(1, 1 - value / 127));
 }
 
-function assessQuality(student, tracks, previous) {
-  const status = student?.status ?? {};
-  const lost = (tracks.webcam?.packets_lost ?? 0) + (tracks.microphone?.packets_lost ?? 0);
-  const lostPerPush = previous ? Math.max(0, lost - previous.lastLost) : 0;
-  const stalled = (track, wanted) => wanted && typeof track?.ms_since_last_packet === 'number'
-    && track.ms_since_last_packet > 3000;
-  let quality = 'good';
-  const worsen = (level) => {
-    const order = ['good', 'fair', 'poor', 'none'];
-    if (order.indexOf(level) > order.indexOf(quality)) quality = level;
-  };
-  if (stalled(tracks.webcam, status.camera !== false) || stalled(tracks.microphone, status.microphone !== false)) {
-    worsen('none');
-  }
-  if (lostPerPush > 10) worsen('poor');
-  else if (lostPerPush > 2) worsen('fair');
-  const fps = tracks.webcam?.frames_per_second;
-  // Thumbnails are asked for 10 frames a second (focus 15): judge against that, not against video norms.
-  if (status.camera !== false && typeof fps === 'number') {
-    if (fps < 3) worsen('poor');
-    else if (fps < 6) worsen('fair');
-  }
-  return { quality, lastLost: lost };
-}
-
 // --- tiles ----------------------------------------------------------------------
 
 function createTile(student) {
@@ -208,8 +185,7 @@ function createTile(student) {
         h('div', { class: 'tile-head' }, name, hand),
         admission,
         statusList,
-        h('div', { class: 'tile-level' }, levelLabel, meter),
-        h('div', { class: 'tile-listen' }, mute, volume),
+        h('div', { class: 'tile-level' }, levelLabel, meter, mute, volume),
         open),
       audio));
   // A click on the picture opens the large view too; the button is the keyboard way in.
@@ -870,6 +846,7 @@ async function pollLocalStats(pc) {
       // Perceived loudness grows roughly with the square root of the linear level.
       media.localLevels.set(slot, Math.min(1, Math.sqrt(entry.audioLevel)));
     }
+    if (slot !== undefined && typeof entry.jitter === 'number') media.localJitterMs.set(slot, entry.jitter * 1000);
   });
   for (const student of state.roster.students) {
     const tile = state.tiles.get(student.id);
@@ -1021,10 +998,12 @@ function onStats(message) {
   for (const [studentId, entry] of Object.entries(tracks)) {
     const student = studentById(studentId);
     const previous = state.stats.get(studentId);
-    const { quality, lastLost } = assessQuality(student, entry ?? {}, previous);
+    const jitter = student ? media.localJitterMs.get(student.slot) ?? null : null;
+    const { quality, counts, loss } = assessQuality(student?.status ?? {}, entry ?? {}, previous, jitter);
     state.stats.set(studentId, {
       quality,
-      lastLost,
+      counts,
+      loss,
       serverAudio: normaliseAudioLevel(entry?.microphone?.audio_level) ?? 0,
     });
   }
