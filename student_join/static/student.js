@@ -61,6 +61,7 @@ const page = {
   ended: false,
   retry: null,
   uplinkKbps: null,
+  unloading: false, // the tab is closing or reloading: its hiding is not reported
   kept: null, // { resume, name }: this tab's place from before a reload (resume.js)
 };
 
@@ -627,7 +628,8 @@ async function reopenDevices() {
 }
 
 function sendStatus(force = false) {
-  if (!page.signalling || page.ended) return;
+  // Closing or reloading the tab hides it too, but that is not "another window or tab".
+  if (!page.signalling || page.ended || page.unloading) return;
   const { camera, microphone, screen } = page.tracks;
   const status = {
     camera: isLive(camera) && camera.enabled,
@@ -713,6 +715,8 @@ function wireControls() {
   $('problem-retry').addEventListener('click', () => page.retry?.());
   $('resume-button').addEventListener('click', continueAfterReload);
   document.addEventListener('visibilitychange', () => sendStatus());
+  window.addEventListener('pagehide', () => { page.unloading = true; });
+  window.addEventListener('pageshow', () => { page.unloading = false; });
   keepTokenOnSkipLinks();
   // A link pasted into an open page changes only the fragment: start again with it.
   window.addEventListener('hashchange', () => {
