@@ -4,7 +4,9 @@
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { keepTokenOnSkipLinks } from '/common/fragment.js';
 import { $ } from '/common/dom.js';
-import { catalogue, currentLanguage, locale, setLanguage, translatePage, wireLanguageButtons } from '/common/i18n.js';
+import {
+  catalogue, currentLanguage, locale, setLanguage, setVariant, translatePage, wireLanguageButtons,
+} from '/common/i18n.js';
 import { chime } from './chime.js';
 import {
   DeviceError,
@@ -15,7 +17,7 @@ import {
   openMicrophone,
   openWholeScreen,
 } from './devices.js';
-import { examFromToken } from './link.js';
+import { examFromToken } from '/common/link.js';
 import { checkLink } from '/common/linkcheck.js';
 import { forgetPlaces, keptPlace, rememberPlace } from './resume.js';
 import { Publisher } from './publisher.js';
@@ -104,7 +106,9 @@ function showExam() {
   const title = page.exam?.title?.trim() ?? '';
   $('exam-title').textContent = title;
   $('exam-title').hidden = title === '';
-  $('examiner-card').hidden = page.exam?.kind !== 'oral';
+  // An oral exam says "examiner" throughout; its examiner's picture shows once they are there.
+  setVariant(page.exam?.kind === 'oral' ? 'oral' : null);
+  $('examiner-card').hidden = page.exam?.kind !== 'oral' || page.surveillant === null || page.ended;
   $('notice-id-check').hidden = page.exam?.id_check !== true;
   const contact = page.exam?.contact?.trim();
   for (const element of [$('notice-contact'), $('alternative-contact')]) {
@@ -396,7 +400,12 @@ function listen(signalling) {
   });
   signalling.on('assigned', (message) => {
     const name = message.surveillant?.name;
+    const before = page.surveillant;
     page.surveillant = typeof name === 'string' && name.trim() !== '' ? name : '—';
+    // After a hand-over the new name is said, not just swapped in the banner.
+    if (before !== null && before !== page.surveillant) {
+      say($('surveillant-changed'), 'student.examiner_changed', { name: page.surveillant });
+    }
     page.queuePosition = null;
     renderSession();
   });
@@ -517,6 +526,7 @@ function renderSession() {
   const live = page.surveillant !== null;
   const checking = checkingIdentity();
   document.body.classList.toggle('is-live', live && !page.ended);
+  $('examiner-card').hidden = page.exam?.kind !== 'oral' || !live || page.ended;
   $('live-banner').hidden = !live || page.ended;
   const admission = $('admission');
   if (checking) say(admission, 'student.id_check_nothing_kept');

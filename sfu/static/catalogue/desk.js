@@ -294,6 +294,14 @@ export default {
     'organise.surveillants.connected': 'verbonden',
     'organise.surveillants.disconnected': 'niet verbonden',
     'organise.surveillants.unnamed': '(zonder naam)',
+    // An oral exam's desk says "examiner" (i18n setVariant('oral') prefers these `_oral` keys).
+    'desk.page_title_oral': 'Invigil – examinator',
+    'desk.role_oral': 'Examinator',
+    'desk.conduct.heading_oral': 'Gedragscode voor examinatoren',
+    'desk.start.name_hint_oral': 'Bijvoorbeeld je naam zoals studenten je kennen.',
+    'desk.start.submit_oral': 'Examen starten',
+    'desk.handover.label_oral': 'Aan examinator',
+    'desk.handover.nobody_oral': 'Geen andere examinator aanwezig',
   },
   en: {
     // --- desk: page and start ---------------------------------------------------
@@ -587,5 +595,13 @@ export default {
     'organise.surveillants.connected': 'connected',
     'organise.surveillants.disconnected': 'not connected',
     'organise.surveillants.unnamed': '(no name)',
+    // An oral exam's desk says "examiner" (i18n setVariant('oral') prefers these `_oral` keys).
+    'desk.page_title_oral': 'Invigil – examiner',
+    'desk.role_oral': 'Examiner',
+    'desk.conduct.heading_oral': 'Code of conduct for examiners',
+    'desk.start.name_hint_oral': 'For example your name as students know you.',
+    'desk.start.submit_oral': 'Start the exam',
+    'desk.handover.label_oral': 'To examiner',
+    'desk.handover.nobody_oral': 'No other examiner present',
   },
 };

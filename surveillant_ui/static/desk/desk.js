@@ -5,7 +5,8 @@ import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { checkLink } from '/common/linkcheck.js';
 import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { $, h } from '/common/dom.js';
-import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
+import { t, currentLanguage, locale, setLanguage, setVariant, wireLanguageButtons } from '/common/i18n.js';
+import { examFromToken } from '/common/link.js';
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
 import { glyph, icon, timeLabel } from './widgets.js';
@@ -938,6 +939,7 @@ function onWelcome(welcome) {
 async function setupDesk(welcome) {
   state.exam = welcome.exam;
   state.oral = welcome.exam.kind === 'oral';
+  setVariant(state.oral ? 'oral' : null);
   document.body.classList.toggle('is-oral', state.oral);
   renderExamTitle();
   if (state.oral) {
@@ -1214,6 +1216,8 @@ async function main() {
     showNotice('desk.notice.no_link_heading', 'desk.notice.no_link');
     return;
   }
+  // An oral exam says "examiner" from the first screen on.
+  if (examFromToken(state.token)?.kind === 'oral') setVariant('oral');
   // A dead link says so before the code of conduct.
   show(null);
   const status = await checkLink(state.token);
