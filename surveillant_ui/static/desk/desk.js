@@ -5,7 +5,7 @@ import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { checkLink } from '/common/linkcheck.js';
 import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { $, h } from '/common/dom.js';
-import { t, currentLanguage, locale, setLanguage, setVariant, wireLanguageButtons } from '/common/i18n.js';
+import { t, currentLanguage, setLanguage, setVariant, wireLanguageButtons } from '/common/i18n.js';
 import { examFromToken } from '/common/link.js';
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
@@ -13,14 +13,14 @@ import { glyph, icon, timeLabel } from './widgets.js';
 import { looked, startIdCheck, wireIdCheck } from './idcheck.js';
 import { assessQuality } from './quality.js';
 import { applyListening, forgetListening, listeningControls, wireListening } from './listening.js';
-import { clearEnding, onExamEnding, renderEnding, wireEnding } from './ending.js';
+import { clearEnding, onExamEnding, renderEnding } from './ending.js';
+import { dropIncidents, renderIncidents, unsavedIncidents, wireIncidents } from './incidents.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const OFFER_TIMEOUT_MS = 20000;
 const LOCAL_STATS_INTERVAL_MS = 500;
 const NAME_MAX = 60;
 const MESSAGE_MAX = 500;
-const INCIDENT_MAX = 300;
 
 const state = {
   token: null,
@@ -38,8 +38,6 @@ const state = {
   talk: null, // { studentId, mode: 'hold' | 'toggle' | 'oral' }
   oralMicOn: true,
   endTarget: null, // { studentId, next: boolean }
-  incidents: [], // { at, studentId, name, note }: this page's memory only, dropped with the exam
-  incidentsDownloaded: true,
 };
 
 const media = {
@@ -618,60 +616,6 @@ function toggleOralMic() {
   renderTalk();
 }
 
-// --- incidents: a short note, in memory, downloadable as text until the exam ends ---
-
-function addIncident() {
-  const studentId = state.focusedId;
-  const note = $('incident-note').value.trim();
-  if (!studentId) return;
-  if (note.length === 0 || note.length > INCIDENT_MAX) {
-    setResult('incident-result', () => t('desk.incident.invalid', { max: INCIDENT_MAX }), 'error');
-    $('incident-note').focus();
-    return;
-  }
-  const at = new Date();
-  state.incidents.push({ at, studentId, name: nameOf(studentId), note });
-  state.incidentsDownloaded = false;
-  $('incident-note').value = '';
-  setResult('incident-result', () => t('desk.incident.noted', { time: timeLabel(at) }));
-  renderIncidents();
-}
-
-function renderIncidents() {
-  $('incident-list').replaceChildren(...state.incidents.map((incident) => h('li', {},
-    h('span', { class: 'log-time', text: timeLabel(incident.at) }), ' ',
-    h('strong', { text: incident.name }), ': ', incident.note)));
-  $('incidents-empty').hidden = state.incidents.length > 0;
-  $('incidents-download').hidden = state.incidents.length === 0;
-  renderEnding();
-}
-
-function incidentsText() {
-  const exam = state.exam ?? {};
-  const lines = [
-    t('desk.incidents.file_heading'),
-    t('desk.incidents.file_exam', { title: exam.title ?? '' }),
-    t('desk.incidents.file_surveillant', { name: state.name }),
-    t('desk.incidents.file_made', { time: new Date().toLocaleString(locale()) }),
-    '',
-    ...state.incidents.map((incident) => `${timeLabel(incident.at)}  ${incident.name}: ${incident.note.replace(/\s+/g, ' ')}`),
-    '',
-  ];
-  return lines.join('\r\n');
-}
-
-function downloadIncidents() {
-  const url = URL.createObjectURL(new Blob([incidentsText()], { type: 'text/plain;charset=utf-8' }));
-  const day = new Date().toISOString().slice(0, 10);
-  const link = h('a', { href: url, download: `${t('desk.incidents.file_name')}-${day}.txt`, hidden: true });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  state.incidentsDownloaded = true;
-  setResult('incidents-result', () => t('desk.incidents.downloaded'));
-}
-
 // --- alerts (the panel itself is alerts.js) -------------------------------------
 
 function goToStudent(studentId) {
@@ -893,10 +837,8 @@ function endEverything() {
   state.roster = { slots: 0, students: [], queue: 0 };
   renderRoster();
   clearAlerts();
-  state.incidents = [];
-  state.incidentsDownloaded = true;
+  dropIncidents();
   clearEnding();
-  renderIncidents();
 }
 
 function onExamEnded() {
@@ -1179,16 +1121,14 @@ function wire() {
 
   wireAlerts({ goToStudent });
   $('oral-mic').addEventListener('click', toggleOralMic);
-  $('incident-form').addEventListener('submit', (event) => {
-    event.preventDefault();
-    addIncident();
+  wireIncidents({
+    focused: () => (state.focusedId ? { id: state.focusedId, name: nameOf(state.focusedId) } : null),
+    about: () => ({ title: state.exam?.title ?? '', surveillant: state.name }),
   });
-  $('incidents-download').addEventListener('click', downloadIncidents);
   wireListening(renderListening);
-  wireEnding({ download: downloadIncidents, hasNotes: () => state.incidents.length > 0 });
   // Incident notes live only here: ask before a reload or close throws them away.
   window.addEventListener('beforeunload', (event) => {
-    if (!state.ended && state.incidents.length > 0 && !state.incidentsDownloaded) event.preventDefault();
+    if (!state.ended && unsavedIncidents()) event.preventDefault();
   });
 
   keepTokenOnSkipLinks();
