@@ -5,7 +5,7 @@ import { $ } from '/common/dom.js';
 import { t } from '/common/i18n.js';
 import { timeLabel } from './widgets.js';
 
-const ending = { at: null, download: () => {}, hasNotes: () => false };
+const ending = { at: null, seconds: 0, download: () => {}, hasNotes: () => false };
 
 /** `download()` saves the incident notes; `hasNotes()` says whether there are any. */
 export function wireEnding({ download, hasNotes }) {
@@ -18,6 +18,9 @@ export function wireEnding({ download, hasNotes }) {
 export function onExamEnding(message) {
   if (!Number.isFinite(message.at)) return;
   ending.at = new Date(message.at * 1000);
+  // The warning as announced ("in 60 seconds"); the clock time says when exactly.
+  ending.seconds = Number.isInteger(message.seconds) ? message.seconds
+    : Math.max(0, Math.round((ending.at.getTime() - Date.now()) / 1000));
   renderEnding();
 }
 
@@ -26,8 +29,7 @@ export function renderEnding() {
   const banner = $('ending-banner');
   banner.hidden = ending.at === null;
   if (ending.at === null) return;
-  const seconds = Math.max(0, Math.round((ending.at.getTime() - Date.now()) / 1000));
-  $('ending-text').textContent = t('desk.ending.text', { time: timeLabel(ending.at), seconds });
+  $('ending-text').textContent = t('desk.ending.text', { time: timeLabel(ending.at), seconds: ending.seconds });
   $('ending-download').hidden = !ending.hasNotes();
 }
 
