@@ -3,7 +3,8 @@
 A link of an ended exam, a damaged or expired link, and a personal seat whose
 session a surveillant ended are refused before the notice, before any device
 request (spied on mediaDevices); the desk says it before its code of conduct.
-The organiser hands out numbered personal seat links.
+The organiser hands out numbered personal seat links; on the shared link the
+desk is alerted when someone joins under the name of an ended session.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from sfu.app import REGISTRY
 from sfu.links import Capability
 from tests.peers import Client
+from tests.test_desk_and_recovery import desk_page, tile_of
 from tests.test_organiser_flow import TIMEOUT_MS
 from tests.test_sfu_forwarding import create_exam, token
 from tests.test_student_page import go_live, media_calls, student_page
@@ -101,3 +103,33 @@ async def test_an_ended_seat_cannot_come_back(server: Any, page_factory: Any) ->
         await other.wait_for_selector("#step-notice:not([hidden])", timeout=TIMEOUT_MS)
         assert organiser.errors == [] and again.errors == []
         await desk.close()
+
+
+async def test_the_desk_is_alerted_when_someone_rejoins_the_shared_link_under_an_ended_name(
+    server: Any, page_factory: Any
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=2)
+        desk = await desk_page(page_factory, created["surveillant_links"][0], "Mevr. Jansen")
+        first = Client(session, server.url)
+        welcome = await first.connect(token(created["student_link"]), name="Sanne")
+        tile = await tile_of(desk, "Sanne")
+        await desk.click(f"{tile} .open")
+        await desk.click("#end-open")
+        await desk.fill("#end-reason", "Phone on the desk.")
+        await desk.click("#end-confirm")
+        await desk.wait_for_selector(".tile", state="detached", timeout=TIMEOUT_MS)
+
+        # The ended tab cannot take its place back with its resume...
+        refused = await Client(session, server.url).connect(
+            token(created["student_link"]), name="Sanne", resume=welcome["resume"]
+        )
+        assert refused["code"] == "session_ended"
+        # ...and a fresh join under the same name is placed, but the desk is told.
+        again = Client(session, server.url)
+        await again.connect(token(created["student_link"]), name="sanne")
+        entry = "#alert-list .alert-entry[data-kind=rejoined_after_end]"
+        await desk.wait_for_selector(entry, timeout=TIMEOUT_MS)
+        assert "session that was ended" in await desk.inner_text(entry)
+        assert desk.errors == []
+        await again.close()
