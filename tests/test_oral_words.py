@@ -2,7 +2,7 @@
 
 An oral exam's pages say "examiner": the student waits for their examiner (no
 empty examiner box before they are there), the examiner's desk starts "the
-exam", and a finished student is thanked. In a written exam, a hand-over tells
+exam", the organiser hands out examiner links, and a finished student is thanked. In a written exam, a hand-over tells
 the student who their surveillant is now.
 """
 
@@ -15,6 +15,7 @@ import pytest
 
 from tests.peers import Client
 from tests.test_organiser_flow import TIMEOUT_MS, visible
+from tests.test_organiser_flow import create_exam as create_exam_on_page
 from tests.test_student_page import create_exam, go_live, student_page
 
 pytestmark = pytest.mark.browser
@@ -83,3 +84,16 @@ async def test_a_hand_over_tells_the_student_who_watches_now(server: Any, page_f
         assert page.errors == []
         for client in (organiser, first, second):
             await client.close()
+
+
+async def test_the_organiser_page_of_an_oral_exam_says_examiner(server: Any, page_factory: Any) -> None:
+    organiser = await page_factory(locale="en-GB", viewport={"width": 1200, "height": 900})
+    links = await create_exam_on_page(organiser, server.creator_link, kind="oral")
+    assert "Examiner link 1" in await organiser.inner_text("#links")
+    assert await organiser.inner_text("#surveillants-heading") == "Examiners"
+    overview = (await organiser.inner_text("#overview")).lower()
+    assert "examiner" in overview and "surveillant" not in overview
+    await organiser.reload()
+    await visible(organiser, "#overview")
+    assert await organiser.inner_text("#surveillants-heading") == "Examiners"
+    assert links["surveillant"] and organiser.errors == []

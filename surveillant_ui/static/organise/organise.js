@@ -4,7 +4,7 @@
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { $, h } from '/common/dom.js';
-import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
+import { t, currentLanguage, locale, setLanguage, setVariant, wireLanguageButtons } from '/common/i18n.js';
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 import { wireSeatLinks } from './seats.js';
 
@@ -122,6 +122,7 @@ function onWelcome(welcome) {
   }
   state.exam = welcome.exam;
   if (Number.isInteger(welcome.cap)) state.exam = { ...welcome.exam, cap: welcome.cap };
+  setVariant(state.exam?.kind === 'oral' ? 'oral' : null); // an oral exam says "examiner"
   if (state.links.length === 0 && welcome.links) {
     // After a reload: the exam's own links come back from the server (surveillant seats don't).
     state.links = [
@@ -221,6 +222,7 @@ async function createExam() {
   try {
     const created = await state.sig.request('create_exam', fields);
     state.exam = created.exam;
+    setVariant(state.exam?.kind === 'oral' ? 'oral' : null); // an oral exam says "examiner"
     state.links = [
       { labelKey: 'organise.links.organiser', hintKey: 'organise.links.organiser_hint', url: created.organiser_link },
       { labelKey: 'organise.links.student', hintKey: 'organise.links.student_hint', url: created.student_link },
