@@ -64,6 +64,7 @@ class Exam:
         self.ending_at: float | None = None
         """When the organiser's announced end comes (unix seconds), or None."""
         self._ending_timer: asyncio.TimerHandle | None = None
+        self._ending_seconds = 0
         delay = settings.ends_at - time.time()
         self._end_timer = asyncio.get_running_loop().call_later(
             max(0.0, delay), lambda: asyncio.ensure_future(self.close("time_up"))
@@ -115,6 +116,7 @@ class Exam:
     def add_organiser(self, participant: Participant) -> None:
         """An organiser watches the overview; they take no seat in the assignment."""
         self.participants[participant.id] = participant
+        self.tell_ending(participant)
         self.publish()
 
     def add_surveillant(self, participant: Participant) -> None:
@@ -123,6 +125,7 @@ class Exam:
         self.slot_count[participant.id] = self.cap
         self.slots[participant.id] = {}
         self.apply(self.assignment.add_surveillant(participant.id))
+        self.tell_ending(participant)
         logger.info("exam %s: surveillant %s joined", self.id, participant.id)
 
     def add_student(self, participant: Participant) -> None:
@@ -184,6 +187,7 @@ class Exam:
         """The same seat came back within its grace period."""
         participant.cancel_grace()
         participant.last_pushed.clear()
+        self.tell_ending(participant)
         if participant.role == "surveillant" and not self.assignment.is_available(participant.id):
             self.apply(self.assignment.set_available(participant.id, True))
         self.publish()
@@ -521,11 +525,17 @@ class Exam:
         self._ending_timer = asyncio.get_running_loop().call_later(
             seconds, lambda: asyncio.ensure_future(self.close("ended_by_organiser"))
         )
-        notice = {"type": "exam_ending", "v": 1, "at": int(at), "seconds": seconds}
+        self._ending_seconds = seconds
         for participant in self.participants.values():
-            if participant.role in ("surveillant", "organiser"):
-                participant.push(notice)
+            self.tell_ending(participant)
         logger.info("exam %s: ends in %d s", self.id, seconds)
+
+    def tell_ending(self, participant: Participant) -> None:
+        """A surveillant or organiser hears of an announced end (again after joining late)."""
+        if self.ending_at is not None and participant.role in ("surveillant", "organiser"):
+            participant.push(
+                {"type": "exam_ending", "v": 1, "at": int(self.ending_at), "seconds": self._ending_seconds}
+            )
 
     async def close(self, reason: str) -> None:
         """End the exam: tell everyone, close every connection, drop all state."""

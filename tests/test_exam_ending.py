@@ -2,7 +2,7 @@
 
 The organiser's end dialog says that surveillants may hold incident notes and
 offers "End in 60 seconds": the desks then say when the exam ends and offer
-their notes for download, while the exam still runs; "End now" still ends it.
+their notes for download, while the exam still runs; "End now" still ends it. A surveillant who joins after the announcement hears it too.
 """
 
 from __future__ import annotations
@@ -62,3 +62,22 @@ async def test_the_surveillants_are_warned_before_the_end_and_can_download_their
         assert await desk.is_hidden("#ending-banner")
         assert desk.errors == [] and organiser.errors == []
         await student.close()
+
+
+async def test_a_surveillant_who_joins_after_the_announcement_hears_it_too(server: Any) -> None:
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=2)
+        organiser = Client(session, server.url)
+        await organiser.connect(token(created["organiser_link"]))
+        assert (await organiser.request({"type": "end_exam", "after_seconds": 60}))["type"] == "ack"
+        announced = await organiser.wait_for(lambda m: m["type"] == "exam_ending")
+        assert announced["seconds"] == 60
+        late = Client(session, server.url)
+        await late.connect(token(created["surveillant_links"][0]), name="Dhr. Bakker")
+        told = await late.wait_for(lambda m: m["type"] == "exam_ending")
+        assert told["at"] == announced["at"] and told["seconds"] == 60
+        # A later, longer announcement does not postpone the end; "now" still ends at once.
+        assert (await organiser.request({"type": "end_exam", "after_seconds": 300}))["type"] == "ack"
+        await organiser.send({"type": "end_exam", "v": 1})
+        await late.wait_for(lambda m: m["type"] == "exam_ended")
+        assert [m["at"] for m in late.received if m["type"] == "exam_ending"] == [announced["at"]]
