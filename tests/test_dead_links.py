@@ -133,3 +133,32 @@ async def test_the_desk_is_alerted_when_someone_rejoins_the_shared_link_under_an
         assert "session that was ended" in await desk.inner_text(entry)
         assert desk.errors == []
         await again.close()
+
+
+async def test_a_second_tab_on_a_seat_replaces_the_first_and_the_desk_sees_it(
+    server: Any, page_factory: Any
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        created = await create_exam(session, server, cap=2)
+        organiser = Client(session, server.url)
+        await organiser.connect(token(created["organiser_link"]))
+        seat = (await organiser.request({"type": "seat_links", "count": 1}))["links"][0]
+        desk = Client(session, server.url)
+        await desk.connect(token(created["surveillant_links"][0]), name="Mevr. Jansen")
+        first = await student_page(page_factory)
+        await go_live(first, seat)
+        roster = await desk.wait_for(lambda m: m["type"] == "roster" and m["students"], timeout=15)
+        student_id = roster["students"][0]["id"]
+
+        second = await student_page(page_factory)
+        await go_live(second, seat)
+        await first.wait_for_selector("#step-ended:not([hidden])", timeout=TIMEOUT_MS)
+        assert "another window" in await first.inner_text("#ended-heading")
+        await second.wait_for_selector("#live-banner:not([hidden])", timeout=TIMEOUT_MS)
+        alert = await desk.wait_for(lambda m: m["type"] == "alert" and m["kind"] == "taken_over")
+        assert alert["student_id"] == student_id
+        latest = desk.latest("roster")
+        assert latest is not None and [s["id"] for s in latest["students"]] == [student_id]
+        assert first.errors == [] and second.errors == []
+        for client in (organiser, desk):
+            await client.close()
