@@ -217,7 +217,7 @@ async def run_bench(args: argparse.Namespace) -> dict:
     started_wall = time.time()
     started_mono = time.monotonic()
     progress.note(f"[bench] encoding the media loops once (standard profile)…")
-    library = MediaLibrary.standard(keyframe_seconds=args.keyframe_seconds)
+    library = MediaLibrary.standard(keyframe_seconds=args.keyframe_seconds, screen_profile=args.screen)
     collector = Collector()
     port = free_port()
     server = Server(args.mode, port, ["--workers", str(args.workers), *(args.server_arg or [])],
@@ -885,6 +885,17 @@ def summary_lines(r: dict) -> list[str]:
     ]
 
 
+def _screen_profile(text: str) -> tuple[int, int, int, int]:
+    """`WxH@FPS:KBPS` -> (width, height, fps, kbps)."""
+    try:
+        size, rest = text.split("@")
+        width, height = (int(part) for part in size.split("x"))
+        fps, kbps = (int(part) for part in rest.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected WxH@FPS:KBPS, e.g. 640x360@2:250") from None
+    return width, height, fps, kbps
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m load_tests.bench",
                                 description="Load test of the Invigil SFU with aiortc bots.")
@@ -905,6 +916,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds after the window for frames sent in it to arrive (default 2)")
     p.add_argument("--connect-concurrency", type=int, default=4,
                    help="bots connecting at the same time (default 4)")
+    p.add_argument("--screen", type=_screen_profile, default=(1280, 720, 5, 300), metavar="WxH@FPS:KBPS",
+                   help="every bot's screen stream, e.g. 640x360@2:250 (the grid thumbnail)")
     p.add_argument("--keyframe-seconds", type=float, default=3.0,
                    help="keyframe interval of the pre-encoded loops (default 3)")
     p.add_argument("--server-timeout", type=float, default=30.0,

@@ -1,6 +1,7 @@
 """The aiohttp application: core routes, the signalling socket and the page sub-apps.
 
-Routes: GET /ws (signalling, works), /healthz, /common/ (shared page modules),
+Routes: GET / (a landing page: what Invigil is, that a link is needed), /privacy (the
+privacy statement), /ws (signalling, works), /healthz, /common/ (shared page modules),
 /join/ (student), /desk/ (surveillant), /organise/ (organiser).
 """
 
@@ -22,6 +23,8 @@ REGISTRY = web.AppKey("registry", ExamRegistry)
 JOIN_LIMITER = web.AppKey("join_limiter", JoinLimiter)
 
 STATIC = Path(__file__).parent / "static"
+LANDING_PAGE = STATIC / "landing" / "index.html"
+PRIVACY_STATEMENT = Path(__file__).parent.parent / "PRIVACY.md"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -29,9 +32,18 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def root(request: web.Request) -> web.Response:
-    """There is nothing to see without a link."""
-    raise web.HTTPNotFound(text="Open the link you were given.")
+async def root(request: web.Request) -> web.FileResponse:
+    """The landing page, in Dutch and English: what Invigil is and that a link is needed."""
+    return web.FileResponse(LANDING_PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+async def privacy(request: web.Request) -> web.Response:
+    """The privacy statement (PRIVACY.md), as plain text."""
+    try:
+        text = PRIVACY_STATEMENT.read_text(encoding="utf-8")
+    except OSError:
+        raise web.HTTPNotFound(text="The privacy statement is not installed with this server.") from None
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def _exams_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -55,6 +67,7 @@ def make_app(
     app[JOIN_LIMITER] = JoinLimiter()
     app.cleanup_ctx.append(_exams_lifecycle)
     app.router.add_get("/", root)
+    app.router.add_get("/privacy", privacy)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/common/", STATIC)

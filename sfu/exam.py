@@ -14,7 +14,7 @@ from typing import Any
 
 from .assignment import Assignment, AssignmentError, Move
 from .config import ServerConfig
-from .links import ExamSettings
+from .links import SHARED_STUDENT_SEAT, ExamSettings
 from .messages import ProtocolError
 from .participant import Participant
 from .router import ExamMedia
@@ -28,7 +28,9 @@ CLOSE_NO_MEDIA = 4004
 
 THUMBNAIL_ENCODINGS: dict[str, dict[str, float]] = {
     "webcam": {"maxBitrate": 150_000, "maxFramerate": 10, "scaleResolutionDownBy": 2.0},
-    "screen": {"maxBitrate": 150_000, "maxFramerate": 3, "scaleResolutionDownBy": 2.0},
+    # Readable enough to see which application is open: 360 lines (640×360 of a 16:9 screen)
+    # at 2 frames a second; `maxHeight` makes the page pick the scale from its own screen size.
+    "screen": {"maxBitrate": 250_000, "maxFramerate": 2, "scaleResolutionDownBy": 1.0, "maxHeight": 360},
 }
 FOCUS_ENCODINGS: dict[str, dict[str, float]] = {
     "webcam": {"maxBitrate": 500_000, "maxFramerate": 15, "scaleResolutionDownBy": 1.0},
@@ -58,8 +60,17 @@ class Exam:
         self.slots: dict[str, dict[str, int]] = {}
         self.slot_count: dict[str, int] = {}
         self.closed = False
+        # Ended sessions, for the exam's life and in memory only: personal seats ended for good,
+        # resume secrets revoked, and (shared link) the names they used, to alert on a rejoin.
+        self.ended_seats: set[str] = set()
+        self.ended_resumes: set[str] = set()
+        self.ended_names: set[str] = set()
         self._on_closed = on_closed
         self._end_timer: asyncio.TimerHandle | None = None
+        self.ending_at: float | None = None
+        """When the organiser's announced end comes (unix seconds), or None."""
+        self._ending_timer: asyncio.TimerHandle | None = None
+        self._ending_seconds = 0
         delay = settings.ends_at - time.time()
         self._end_timer = asyncio.get_running_loop().call_later(
             max(0.0, delay), lambda: asyncio.ensure_future(self.close("time_up"))
@@ -86,6 +97,17 @@ class Exam:
                 return participant
         return None
 
+    def seat_student(self, seat: str) -> Participant | None:
+        """The student holding a personal seat (a numbered seat link), if any."""
+        for participant in self.participants.values():
+            if participant.role == "student" and participant.seat == seat:
+                return participant
+        return None
+
+    def session_was_ended(self, seat: str, resume: object) -> bool:
+        """True if this personal seat, or the session behind this resume secret, was ended."""
+        return seat in self.ended_seats or (isinstance(resume, str) and resume in self.ended_resumes)
+
     def by_resume(self, resume: object) -> Participant | None:
         """The student whose resume secret this is, if any."""
         if not isinstance(resume, str):
@@ -100,6 +122,7 @@ class Exam:
     def add_organiser(self, participant: Participant) -> None:
         """An organiser watches the overview; they take no seat in the assignment."""
         self.participants[participant.id] = participant
+        self.tell_ending(participant)
         self.publish()
 
     def add_surveillant(self, participant: Participant) -> None:
@@ -108,11 +131,14 @@ class Exam:
         self.slot_count[participant.id] = self.cap
         self.slots[participant.id] = {}
         self.apply(self.assignment.add_surveillant(participant.id))
+        self.tell_ending(participant)
         logger.info("exam %s: surveillant %s joined", self.id, participant.id)
 
     def add_student(self, participant: Participant) -> None:
         """A student is placed with a surveillant with room, or queued."""
         self.participants[participant.id] = participant
+        if participant.seat == SHARED_STUDENT_SEAT and _name_key(participant.name) in self.ended_names:
+            participant.rejoined_after_end = True
         self.apply([self.assignment.add_student(participant.id)])
         logger.info("exam %s: student %s joined", self.id, participant.id)
 
@@ -167,6 +193,7 @@ class Exam:
         """The same seat came back within its grace period."""
         participant.cancel_grace()
         participant.last_pushed.clear()
+        self.tell_ending(participant)
         if participant.role == "surveillant" and not self.assignment.is_available(participant.id):
             self.apply(self.assignment.set_available(participant.id, True))
         self.publish()
@@ -210,6 +237,12 @@ class Exam:
             if student is not None:
                 self._watch_media(student)
         self.publish()
+        for move in moves:
+            student = self.participants.get(move.student)
+            if move.surveillant is not None and student is not None and student.rejoined_after_end:
+                # After the roster push, so the desk already knows the name.
+                student.rejoined_after_end = False
+                self.alert(move.surveillant, student.id, "rejoined_after_end")
 
     def detach(self, student_id: str, surveillant_id: str) -> None:
         """End what a surveillant had on a student it no longer watches: talk-back (voice route
@@ -428,7 +461,16 @@ class Exam:
         self.publish()
 
     async def end_session(self, student: Participant, reason: str) -> None:
-        """The surveillant ends one student's session; the student is told why."""
+        """The surveillant ends one student's session; the student is told why.
+
+        The session stays ended: a personal seat cannot be taken again and the resume secret
+        is revoked; on the shared link a new student under the same name raises an alert.
+        """
+        if student.seat == SHARED_STUDENT_SEAT:
+            self.ended_names.add(_name_key(student.name))
+        else:
+            self.ended_seats.add(student.seat)
+        self.ended_resumes.add(student.resume)
         await self._send_away(
             student, {"type": "session_ended", "v": 1, "reason": reason}, "ended_by_surveillant", CLOSE_SESSION_ENDED
         )
@@ -491,6 +533,30 @@ class Exam:
 
     # -- the end ------------------------------------------------------------------
 
+    def end_after(self, seconds: int) -> None:
+        """Announce the end to the surveillants and organisers, then end the exam after `seconds`,
+        so that nobody's incident notes vanish by surprise. A later, earlier call moves it forward."""
+        at = time.time() + seconds
+        if self.ending_at is not None and self.ending_at <= at:
+            return
+        self.ending_at = at
+        if self._ending_timer is not None:
+            self._ending_timer.cancel()
+        self._ending_timer = asyncio.get_running_loop().call_later(
+            seconds, lambda: asyncio.ensure_future(self.close("ended_by_organiser"))
+        )
+        self._ending_seconds = seconds
+        for participant in self.participants.values():
+            self.tell_ending(participant)
+        logger.info("exam %s: ends in %d s", self.id, seconds)
+
+    def tell_ending(self, participant: Participant) -> None:
+        """A surveillant or organiser hears of an announced end (again after joining late)."""
+        if self.ending_at is not None and participant.role in ("surveillant", "organiser"):
+            participant.push(
+                {"type": "exam_ending", "v": 1, "at": int(self.ending_at), "seconds": self._ending_seconds}
+            )
+
     async def close(self, reason: str) -> None:
         """End the exam: tell everyone, close every connection, drop all state."""
         if self.closed:
@@ -499,6 +565,9 @@ class Exam:
         if self._end_timer is not None:
             self._end_timer.cancel()
             self._end_timer = None
+        if self._ending_timer is not None:
+            self._ending_timer.cancel()
+            self._ending_timer = None
         self._stats_task.cancel()
         participants = list(self.participants.values())
         sockets = [(p, p.socket) for p in participants]
@@ -516,8 +585,16 @@ class Exam:
         self.slots.clear()
         self.focus.clear()
         self.talking.clear()
+        self.ended_seats.clear()
+        self.ended_resumes.clear()
+        self.ended_names.clear()
         logger.info("exam %s: ended (%s)", self.id, reason)
         self._on_closed(self.id)
+
+
+def _name_key(name: str) -> str:
+    """A name compared in memory only: case and surrounding space do not matter."""
+    return " ".join(name.split()).casefold()
 
 
 async def _flush_and_close(participant: Participant, socket: Any, code: int) -> None:

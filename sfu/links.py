@@ -25,6 +25,11 @@ EXAM_KINDS: frozenset[str] = frozenset(get_args(ExamKind))
 
 TOKEN_VERSION = 1
 CREATOR_SEAT = "creator"
+SHARED_STUDENT_SEAT = "student"
+"""The seat of an exam's one shared student link; any other student seat is a personal seat link."""
+PERSONAL_SEAT_PREFIX = "seat-"
+SEATS_MAX = 500
+"""Most personal seat links one request asks for (a large exam hall, not a city)."""
 
 CAP_MIN = 1
 CAP_MAX = 50

@@ -20,6 +20,7 @@ from .links import (
     ID_MAX,
     MAX_TOKEN_CHARS,
     NOTE_MAX,
+    SEATS_MAX,
     TITLE_MAX,
     Role,
     is_id,
@@ -45,6 +46,8 @@ Firefox without codec preferences 4,454. The base holds the session part, the de
 voice and camera, and up to MAX_OFFER_CANDIDATES candidates."""
 RESUME_MAX = 128
 MESSAGE_ID_MAX = 2**31 - 1
+END_WARNING_MAX = 600
+"""Longest warning before an exam ends (`end_exam.after_seconds`): ten minutes."""
 
 _SDP_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 
@@ -88,6 +91,10 @@ ERROR_TEXT: dict[str, dict[str, str]] = {
     "exam_ended": {
         "nl": "Dit tentamen is afgelopen.",
         "en": "This exam has ended.",
+    },
+    "session_ended": {
+        "nl": "Je sessie is beëindigd door de surveillant. Met deze link kun je niet verder.",
+        "en": "Your session was ended by the surveillant. You cannot continue with this link.",
     },
     "no_room": {
         "nl": "Die surveillant heeft geen plek meer vrij. Kies iemand anders.",
@@ -251,9 +258,14 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
         "id_check": _Field(_boolean),
         "screen_required": _Field(_boolean, required=False),
     },
+    "check": {
+        "token": _Field(_token),
+        "resume": _Field(_identifier(RESUME_MAX), required=False),
+    },
     "add_surveillant": {},
+    "seat_links": {"count": _Field(_integer(1, SEATS_MAX))},
     "set_cap": {"cap": _Field(_integer(CAP_MIN, CAP_MAX))},
-    "end_exam": {},
+    "end_exam": {"after_seconds": _Field(_integer(0, END_WARNING_MAX), required=False)},
     "offer": {"sdp": _Field(_sdp)},
     "status": {
         "camera": _Field(_boolean),
@@ -274,7 +286,9 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
 _SENDERS: dict[str, frozenset[Role | None]] = {
     "hello": frozenset({None}),
     "create_exam": frozenset({"organiser"}),
+    "check": frozenset({None}),
     "add_surveillant": frozenset({"organiser"}),
+    "seat_links": frozenset({"organiser"}),
     "set_cap": frozenset({"organiser"}),
     "end_exam": frozenset({"organiser"}),
     "offer": frozenset({"student", "surveillant"}),
@@ -371,7 +385,7 @@ def parse_client_message(raw: str | bytes, role: Role | None, sdp_max: int = SDP
     schema = _SCHEMAS.get(message_type)
     if schema is None:
         raise ProtocolError("unknown_type", ref)
-    if role is None and message_type != "hello":
+    if role is None and message_type not in ("hello", "check"):
         raise ProtocolError("not_authenticated", ref)
     if not role_may_send(role, message_type):
         raise ProtocolError("not_allowed", ref)

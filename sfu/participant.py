@@ -62,6 +62,8 @@ class Participant:
     admitted: bool = False
     """A student whose identity their surveillant checked live (or any assigned student without ID check)."""
     alerts: int = 0
+    rejoined_after_end: bool = False
+    """A shared-link student under the name of an ended session: their surveillant is alerted once placed."""
     socket: web.WebSocketResponse | None = None
     grace_task: asyncio.Task[None] | None = None
     media_watch: asyncio.Task[None] | None = None

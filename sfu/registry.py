@@ -18,6 +18,7 @@ from .links import (
     Capability,
     ExamSettings,
     LinkSigner,
+    PERSONAL_SEAT_PREFIX,
     new_exam_id,
     screen_required_by_default,
 )
@@ -61,6 +62,23 @@ class ExamRegistry:
     def new_surveillant_link(self, settings: ExamSettings) -> str:
         """One more surveillant seat for this exam."""
         return self.exam_link(settings, "surveillant", "s-" + secrets.token_hex(4))
+
+    def seat_links(self, settings: ExamSettings, count: int) -> list[str]:
+        """Personal student links for seats 1..count: numbered, no names; the same on every call."""
+        return [self.exam_link(settings, "student", f"{PERSONAL_SEAT_PREFIX}{n}") for n in range(1, count + 1)]
+
+    def link_status(self, capability: Capability, resume: object) -> str:
+        """What a hello with this link (and resume) would meet, without joining or starting
+        anything: "ok", "exam_ended", or "session_ended" for an ended seat or session."""
+        if capability.exam is None:
+            return "ok"
+        settings = capability.exam
+        if settings.exam_id in self._ended or settings.ends_at <= time.time():
+            return "exam_ended"
+        exam = self.exams.get(settings.exam_id)
+        if exam is not None and capability.role == "student" and exam.session_was_ended(capability.seat, resume):
+            return "session_ended"
+        return "ok"
 
     def create(
         self, title: str, kind: str, cap: int, note: str, contact: str, ends_at: int, id_check: bool,

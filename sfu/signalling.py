@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .exam import CLOSE_REPLACED, Exam
-from .links import Capability, LinkError
+from .exam import CLOSE_EXAM_ENDED, CLOSE_REPLACED, CLOSE_SESSION_ENDED, Exam
+from .links import SHARED_STUDENT_SEAT, Capability, LinkError
 from .messages import LARGEST_FRAME_BYTES, ProtocolError, parse_client_message, sdp_limit
 from .participant import Participant
 from .rate_limit import JoinLimiter, TokenBucket
@@ -31,6 +31,13 @@ MAX_ERRORS = 30
 CLOSE_LINK_REFUSED = 4001
 CLOSE_FLOOD = 4008
 CLOSE_LEFT = 4010
+REFUSED_HELLO_CLOSE = {
+    "link_invalid": CLOSE_LINK_REFUSED,
+    "link_expired": CLOSE_LINK_REFUSED,
+    "exam_ended": CLOSE_EXAM_ENDED,
+    "session_ended": CLOSE_SESSION_ENDED,
+}
+"""A hello refused for one of these reasons closes its socket with the matching code."""
 
 
 def where_it_failed(error: BaseException) -> str:
@@ -122,9 +129,9 @@ class Connection:
             message = parse_client_message(frame.data, role, sdp_max)
             await self.dispatch(message)
         except ProtocolError as error:
-            if self.capability is None and error.code in ("link_invalid", "link_expired", "exam_ended"):
+            if self.capability is None and error.code in REFUSED_HELLO_CLOSE:
                 await self.reply(error.to_message(), None)
-                raise Closing(4000 if error.code == "exam_ended" else CLOSE_LINK_REFUSED) from None
+                raise Closing(REFUSED_HELLO_CLOSE[error.code]) from None
             await self.fail(error)
         except Closing:
             raise
@@ -143,6 +150,8 @@ class Connection:
         try:
             if kind == "hello":
                 await self.hello(message)
+            elif kind == "check":
+                await self.check(message, ref)
             else:
                 await getattr(self, "on_" + kind)(message, ref)
         except ProtocolError as error:
@@ -162,6 +171,9 @@ class Connection:
         if capability.exam is not None and not self.join_limiter.allow_exam(capability.exam.exam_id):
             raise ProtocolError("rate_limited")
         exam = self.registry.open(capability.exam) if capability.exam is not None else None
+        if exam is not None and capability.role == "student":
+            if exam.session_was_ended(capability.seat, message.get("resume")):
+                raise ProtocolError("session_ended")
         name = message.get("name") or ""
         if capability.role in ("student", "surveillant") and not name:
             raise ProtocolError("invalid")
@@ -185,11 +197,30 @@ class Connection:
         else:
             exam.add_student(participant)
 
+    async def check(self, message: dict[str, Any], ref: int | None) -> None:
+        """Say whether a link (and resume) would be let in, before the page asks for any device.
+
+        Joins nothing and starts no exam: the answer is `link_status` with `status`
+        "ok", "link_invalid", "link_expired", "exam_ended" or "session_ended".
+        """
+        if not self.join_limiter.allow(self.address):
+            raise ProtocolError("rate_limited")
+        try:
+            capability = self.registry.signer.verify(message["token"], time.time())
+        except LinkError as error:
+            status = error.code
+        else:
+            status = self.registry.link_status(capability, message.get("resume"))
+        await self.reply({"type": "link_status", "v": 1, "status": status}, ref)
+
     def take_seat(self, exam: Exam, capability: Capability, name: str, resume: object) -> Participant:
         """The participant for this socket: a returning one (same seat or resume secret) or a new one."""
         returning: Participant | None = None
         if capability.role == "surveillant":
             returning = exam.seat_holder(capability.seat)
+        elif capability.role == "student" and capability.seat != SHARED_STUDENT_SEAT:
+            # A personal seat is one place: the newest connection to it takes it over.
+            returning = exam.seat_student(capability.seat)
         elif capability.role == "student":
             returning = exam.by_resume(resume)
         if returning is not None:
@@ -269,6 +300,12 @@ class Connection:
         link = self.registry.new_surveillant_link(exam.settings)
         await self.reply({"type": "surveillant_link", "v": 1, "link": link}, ref)
 
+    async def on_seat_links(self, message: dict[str, Any], ref: int | None) -> None:
+        """Numbered personal student links (no names) for seats 1..count, to hand out."""
+        exam, _ = self.require_exam()
+        links = self.registry.seat_links(exam.settings, message["count"])
+        await self.reply({"type": "seat_links", "v": 1, "links": links}, ref)
+
     async def on_set_cap(self, message: dict[str, Any], ref: int | None) -> None:
         """Change the cap of the running exam (an oral exam stays at 1)."""
         exam, _ = self.require_exam()
@@ -278,8 +315,13 @@ class Connection:
         await self.reply({"type": "ack", "v": 1}, ref)
 
     async def on_end_exam(self, message: dict[str, Any], ref: int | None) -> None:
-        """End the exam for everyone, now."""
+        """End the exam for everyone: now, or after a warning of `after_seconds` (then `ack`)."""
         exam, _ = self.require_exam()
+        after = message.get("after_seconds") or 0
+        if after > 0:
+            exam.end_after(after)
+            await self.reply({"type": "ack", "v": 1}, ref)
+            return
         await exam.close("ended_by_organiser")
 
     # student and surveillant

@@ -32,6 +32,7 @@ class TrackStats(TrackCounters):
         elapsed = max(now - self._last_snapshot, 1e-3)
         figures: dict[str, Any] = {
             "bitrate_kbps": round((self.bytes - self._last_bytes) * 8 / elapsed / 1000, 1),
+            "packets": self.packets,
             "packets_lost": self.lost,
             "ms_since_last_packet": round((now - self.last_packet) * 1000) if self.packets else None,
         }

@@ -39,7 +39,7 @@ OK = "ok"
 
 MESSAGE_TYPES = (
     "hello", "create_exam", "add_surveillant", "set_cap", "end_exam", "offer", "status", "hand", "leave",
-    "focus", "message", "talk", "hand_over", "end_session", "admit",
+    "focus", "message", "talk", "hand_over", "end_session", "admit", "check", "seat_links",
 )
 SENDERS = (
     "creator", "organiser", "surveillant_assigned", "surveillant_not_assigned", "student",
@@ -66,6 +66,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "hand_over":       (_NA,   _NA,      OK,      _NA,     _NA,     _NA,      _NAU,      *_LINKLESS),
     "end_session":     (_NA,   _NA,      OK,      _NA,     _NA,     _NA,      _NAU,      *_LINKLESS),
     "admit":           (_NA,   _NA,      OK,      _NA,     _NA,     _NA,      _NAU,      *_LINKLESS),
+    "check":           (_NA,   _NA,      _NA,     _NA,     _NA,     _NA,      OK,        *_LINKLESS),
+    "seat_links":      (_NA,   OK,       _NA,     _NA,     _NA,     _NA,      _NAU,      *_LINKLESS),
 }
 # fmt: on
 # Notes on single cells:
@@ -222,6 +224,8 @@ async def payload(kind: str, sender: str, world: World) -> dict[str, Any]:
         "hand_over": {"type": "hand_over", "student_id": student_s, "to": surveillant_b},
         "end_session": {"type": "end_session", "student_id": student_s, "reason": "Klaar"},
         "admit": {"type": "admit", "student_id": student_s},
+        "check": {"type": "check", "token": world.links["student_a"]},
+        "seat_links": {"type": "seat_links", "count": 2},
     }[kind]
 
 
@@ -406,6 +410,13 @@ def check_allowed_effect(
         assert reply["type"] == "exam_created" and reply["student_link"] and reply["surveillant_links"]
         assert after == before  # an exam starts when its first link is used
         assert all(messages == [] for messages in news.values())
+    elif kind == "check":
+        assert reply["type"] == "link_status" and reply["status"] == "ok"
+        assert after == before and all(messages == [] for messages in news.values())
+    elif kind == "seat_links":
+        assert reply["type"] == "seat_links" and len(reply["links"]) == 2
+        assert all("/join/#" in link for link in reply["links"])
+        assert after == before and all(messages == [] for messages in news.values())
     elif kind == "add_surveillant":
         assert reply["type"] == "surveillant_link" and "/desk/#" in reply["link"]
         assert after == before and all(messages == [] for messages in news.values())

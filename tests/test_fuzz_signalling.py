@@ -60,13 +60,16 @@ errors, left, link refused, session ended); 1011 or 1006 would be a server crash
 REPLY_TYPES = {
     "error", "ack", "answer", "surveillant_link", "welcome", "queue", "assigned", "roster", "overview",
     "alert", "stats", "quality", "message", "talk", "session_ended", "admitted",
+    "link_status", "seat_links", "exam_ending",
 }
 FIELDS = {  # as in docs/PROTOCOL.md
     "hello": ("token", "name", "resume"),
     "create_exam": ("title", "kind", "cap", "note", "contact", "ends_at", "id_check"),
+    "check": ("token", "resume"),
+    "seat_links": ("count",),
     "add_surveillant": (),
     "set_cap": ("cap",),
-    "end_exam": (),
+    "end_exam": ("after_seconds",),
     "offer": ("sdp",),
     "status": ("camera", "microphone", "screen", "page_hidden"),
     "hand": ("raised",),

@@ -14,7 +14,7 @@ from sfu.security_headers import CONTENT_SECURITY_POLICY, NO_DEVICES
 from tests.peers import Client
 from tests.test_sfu_forwarding import create_exam, token
 
-PAGES = ("/join/", "/desk/", "/organise/")
+PAGES = ("/", "/join/", "/desk/", "/organise/")
 STATIC_FILES = (
     "/common/signalling.js",
     "/common/i18n.js",
@@ -32,7 +32,7 @@ STATIC_FILES = (
     "/organise/static/organise.js",
 )
 OTHERS = (
-    "/", "/healthz", "/nowhere", "/common/nowhere.js", "/join/static/nowhere.js", "/desk/nowhere",
+    "/privacy", "/healthz", "/nowhere", "/common/nowhere.js", "/join/static/nowhere.js", "/desk/nowhere",
     "/join", "/desk", "/organise",  # redirects to the pages
 )
 DEVICES = ("camera", "microphone", "display-capture")

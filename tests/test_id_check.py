@@ -357,17 +357,37 @@ async def test_the_desk_admits_a_student_by_keyboard_after_a_live_id_check(serve
     await desk.wait_for_selector(".tile[data-student]", timeout=TIMEOUT_MS)
     await visible(desk, ".tile .id-badge")
     assert await _text_of(desk, ".tile .id-badge") == "Identity not checked"
-    assert await desk.get_attribute(".tile .admit", "aria-label") == "Admit Sanne"
+    assert await desk.get_attribute(".tile .admit", "aria-label") == "Check ID of Sanne"
     await organiser.wait_for_selector("#surveillants-body td.unchecked:text-is('1')", timeout=TIMEOUT_MS)
     assert await organiser.is_visible("#unchecked-column")
 
-    # The surveillant looks at the card on the webcam (live), then admits with the keyboard alone.
+    # The tile leads to the ID check view: the camera large beside a smaller screen (swappable),
+    # and Admit only once the surveillant says they have looked, by the keyboard alone.
     await desk.focus("#desk-heading")
     await tab_to(desk, ".tile .admit")
     await desk.keyboard.press("Enter")
+    await visible(desk, "#focus-dialog")
+    await visible(desk, "#admit-section")
+    webcam = await desk.eval_on_selector(".big-webcam", "node => node.getBoundingClientRect().width")
+    screen = await desk.eval_on_selector(".big-screen", "node => node.getBoundingClientRect().width")
+    assert webcam > 1.5 * screen, (webcam, screen)
+    await desk.click("#swap-media")
+    webcam = await desk.eval_on_selector(".big-webcam", "node => node.getBoundingClientRect().width")
+    screen = await desk.eval_on_selector(".big-screen", "node => node.getBoundingClientRect().width")
+    assert screen > 1.5 * webcam, (webcam, screen)
+    await desk.click("#swap-media")
+    assert await desk.is_disabled("#admit-button")
+    assert await student.is_visible("#admission")  # nothing happened to the student yet
+    await desk.focus("#focus-close")
+    await tab_to(desk, "#admit-looked")
+    await desk.keyboard.press("Space")
+    await tab_to(desk, "#admit-button")
+    await desk.keyboard.press("Enter")
+    await desk.wait_for_selector("#admit-result:has-text('Sanne is admitted.')", timeout=TIMEOUT_MS)
     await desk.wait_for_selector(".tile .tile-admission", state="hidden", timeout=TIMEOUT_MS)
-    assert await desk.evaluate("document.activeElement?.matches('.tile .open') ?? false")
-    await desk.wait_for_selector("#toast:has-text('Sanne is admitted.')", timeout=TIMEOUT_MS)
+    assert "Identity checked" in await desk.inner_text("#admit-state")
+    await desk.keyboard.press("Escape")
+    await desk.wait_for_selector("#focus-dialog", state="hidden", timeout=TIMEOUT_MS)
 
     # The student's page moves to the normal live view and says so.
     await student.wait_for_selector("#session-heading:text-is('You are live')", timeout=TIMEOUT_MS)

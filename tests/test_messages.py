@@ -26,6 +26,8 @@ ROLES = ("organiser", "surveillant", "student")
 
 SENDERS: dict[str, set[str | None]] = {
     "hello": {None},
+    "check": {None},
+    "seat_links": {"organiser"},
     "create_exam": {"organiser"},
     "add_surveillant": {"organiser"},
     "set_cap": {"organiser"},
@@ -56,9 +58,11 @@ VALID: dict[str, dict[str, Any]] = {
         "id_check": True,
         "screen_required": True,
     },
+    "check": {"token": "abc.def", "resume": "r3sume_Token-1"},
+    "seat_links": {"count": 30},
     "add_surveillant": {},
     "set_cap": {"cap": 4},
-    "end_exam": {},
+    "end_exam": {"after_seconds": 60},
     "offer": {"sdp": SDP},
     "status": {"camera": True, "microphone": True, "screen": False, "page_hidden": False},
     "hand": {"raised": True},
@@ -170,7 +174,7 @@ def test_role_may_send_unknown_type() -> None:
     assert not role_may_send(None, "bogus")
 
 
-@pytest.mark.parametrize("message_type", sorted(set(SENDERS) - {"hello"}))
+@pytest.mark.parametrize("message_type", sorted(set(SENDERS) - {"hello", "check"}))
 def test_not_authenticated_before_hello(message_type: str) -> None:
     error = error_of(frame(message_type, id=7), None)
     assert (error.code, error.ref) == ("not_authenticated", 7)
@@ -284,7 +288,8 @@ def test_too_large_wins_over_role_and_fields() -> None:
 
 @pytest.mark.parametrize(("message_type", "field"), [(t, f) for t in sorted(VALID) for f in VALID[t]
                                                      if (t, f) not in {("hello", "name"), ("hello", "resume"),
-                                                                       ("create_exam", "screen_required")}])
+                                                                       ("create_exam", "screen_required"),
+                                                                       ("check", "resume"), ("end_exam", "after_seconds")}])
 def test_every_required_field_is_required(message_type: str, field: str) -> None:
     assert field_code(message_type, **{field: DROP}) == "invalid"
 

@@ -109,11 +109,12 @@ class Entry:
                 del self.placed[exam_id]
 
     def exam_named(self, frame: str | bytes) -> tuple[str, int] | None:
-        """(exam id, end) of a hello whose link verifies; None for anything else, which any worker
+        """(exam id, end) of a hello or a link `check` whose link verifies (only the exam's worker
+        knows whether the exam or a seat of it has ended); None for anything else, which any worker
         can answer (an organiser's creator link, or an error the worker words as usual)."""
         try:
             message = parse_client_message(frame, None)
-            if message["type"] != "hello":
+            if message["type"] not in ("hello", "check"):
                 return None
             capability = self.signer.verify(message["token"], time.time())
         except (ProtocolError, LinkError):

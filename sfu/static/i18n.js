@@ -19,6 +19,9 @@
 //   localize({ nl, en })           picks the current language from a server
 //                                  message such as error.message
 //   locale()                       'nl-NL' | 'en-GB', for dates and numbers
+//   setVariant(name | null)        e.g. 'oral': t(key) then prefers `key_oral` where the
+//                                  catalogue has it ("examiner" for "surveillant"), and
+//                                  the page is retranslated
 //   wireLanguageButtons(onChange)  [data-lang="nl|en"] buttons switch the language;
 //                                  after every switch their aria-pressed follows
 //                                  and onChange() runs
@@ -49,8 +52,16 @@ export function currentLanguage() {
   return language;
 }
 
+let variant = null;
+
+export function setVariant(name) {
+  variant = name || null;
+  translatePage(document);
+}
+
 export function t(key, vars = {}) {
-  const text = catalogue[language]?.[key] ?? catalogue.en[key] ?? key;
+  const varied = variant && `${key}_${variant}` in catalogue.en ? `${key}_${variant}` : key;
+  const text = catalogue[language]?.[varied] ?? catalogue.en[varied] ?? key;
   return text.replace(/\{(\w+)\}/g, (whole, name) => (name in vars ? String(vars[name]) : whole));
 }
 

@@ -7,7 +7,8 @@
 //       The link token: location.hash without the leading '#', or null when empty.
 //       The token lives in the fragment so it never travels in an HTTP request.
 //
-//   new Signalling({ token, name = undefined })
+//   new Signalling({ token, name = undefined, resume = null })
+//       `resume`: a place kept from before a reload of this tab (the student page).
 //   async connect()
 //       Opens ws(s)://<host>/ws and sends `hello` (token, name when given, and the
 //       `resume` string once the server handed one out). Resolves with the `welcome`
@@ -38,8 +39,9 @@
 //     welcome     the last welcome message (or null)
 //
 // After the first welcome the client reconnects by itself when the socket drops,
-// with backoff from 0.5 s up to 5 s, presenting `resume` (held only in this
-// object's memory, never in storage). It stops for good on close codes
+// with backoff from 0.5 s up to 5 s, presenting `resume` (held in this object's memory;
+// the student page also keeps it in this tab's sessionStorage: see its resume.js).
+// It stops for good on close codes
 // 4000 (exam ended), 4001 (link refused), 4002 (session ended by the surveillant),
 // 4003 (replaced by a newer connection), 4004 (released: media did not come up in time)
 // and 4010 (left), and when a reconnect's
@@ -47,7 +49,7 @@
 
 const PROTOCOL_VERSION = 1;
 const FINAL_CLOSE_CODES = new Set([4000, 4001, 4002, 4003, 4004, 4010]);
-const FINAL_ERROR_CODES = new Set(['link_invalid', 'link_expired', 'exam_ended']);
+const FINAL_ERROR_CODES = new Set(['link_invalid', 'link_expired', 'exam_ended', 'session_ended']);
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 5000;
 const HELLO_TIMEOUT_MS = 15000;
@@ -83,13 +85,14 @@ export class Signalling extends EventTarget {
   #retryTimer = null;
   #backoffMs = BACKOFF_FIRST_MS;
 
-  constructor({ token, name = undefined }) {
+  constructor({ token, name = undefined, resume = null }) {
     super();
     if (typeof token !== 'string' || token.length === 0) {
       throw new TypeError('Signalling needs a token');
     }
     this.#token = token;
     this.#name = name;
+    if (typeof resume === 'string' && resume !== '') this.#resume = resume;
   }
 
   get state() { return this.#state; }

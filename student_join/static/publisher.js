@@ -51,7 +51,14 @@ function validEncoding(wanted) {
     if (field === 'scaleResolutionDownBy' && value < 1) continue;
     encoding[field] = value;
   }
+  // `maxHeight` (the grid's screen thumbnail): the scale that gives that many lines here.
+  if (typeof wanted?.maxHeight === 'number' && wanted.maxHeight > 0) encoding.maxHeight = wanted.maxHeight;
   return encoding;
+}
+
+function scaleFor(track, maxHeight) {
+  const height = track?.getSettings?.().height;
+  return typeof height === 'number' && height > maxHeight ? height / maxHeight : 1;
 }
 
 // Events: 'state' (detail: the peer connection's connectionState, or 'negotiating'),
@@ -150,6 +157,7 @@ export class Publisher extends EventTarget {
         if (field in wanted) encoding[field] = wanted[field];
         else delete encoding[field];
       }
+      if (wanted.maxHeight) encoding.scaleResolutionDownBy = scaleFor(sender.track, wanted.maxHeight);
       try {
         await sender.setParameters(parameters);
       } catch (error) {

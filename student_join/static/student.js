@@ -4,7 +4,9 @@
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { keepTokenOnSkipLinks } from '/common/fragment.js';
 import { $ } from '/common/dom.js';
-import { catalogue, currentLanguage, locale, setLanguage, translatePage, wireLanguageButtons } from '/common/i18n.js';
+import {
+  catalogue, currentLanguage, locale, setLanguage, setVariant, translatePage, wireLanguageButtons,
+} from '/common/i18n.js';
 import { chime } from './chime.js';
 import {
   DeviceError,
@@ -16,7 +18,9 @@ import {
   openWholeScreen,
   unblockKey,
 } from './devices.js';
-import { examFromToken } from './link.js';
+import { examFromToken } from '/common/link.js';
+import { checkLink } from '/common/linkcheck.js';
+import { forgetPlaces, keptPlace, rememberPlace } from './resume.js';
 import { Publisher } from './publisher.js';
 import { RECOMMENDED_KBPS, estimateUploadKbps } from './uplink.js';
 
@@ -26,8 +30,14 @@ const SILENCE_WARNING_MS = 8000;
 const RENEGOTIATE_DELAY_MS = 3000;
 const DISCONNECTED_GRACE_MS = 8000;
 const LEAVE_CLOSE_DELAY_MS = 2000;
-const FINAL_LINK_ERRORS = new Set(['link_invalid', 'link_expired', 'exam_ended']);
+const FINAL_LINK_ERRORS = new Set(['link_invalid', 'link_expired', 'exam_ended', 'session_ended']);
 const DEVICES = ['camera', 'microphone', 'screen'];
+const DEAD_LINK_HEADINGS = {
+  link_invalid: 'student.problem_link_heading',
+  link_expired: 'student.problem_link_heading',
+  exam_ended: 'student.ended_exam_heading',
+  session_ended: 'student.ended_session_heading',
+};
 
 const page = {
   token: null,
@@ -59,6 +69,8 @@ const page = {
   ended: false,
   retry: null,
   uplinkKbps: null,
+  unloading: false, // the tab is closing or reloading: its hiding is not reported
+  kept: null, // { resume, name }: this tab's place from before a reload (resume.js)
 };
 
 // --- small helpers ---------------------------------------------------------
@@ -115,7 +127,9 @@ function showExam() {
   const title = page.exam?.title?.trim() ?? '';
   $('exam-title').textContent = title;
   $('exam-title').hidden = title === '';
-  $('examiner-card').hidden = page.exam?.kind !== 'oral';
+  // An oral exam says "examiner" throughout; its examiner's picture shows once they are there.
+  setVariant(page.exam?.kind === 'oral' ? 'oral' : null);
+  $('examiner-card').hidden = page.exam?.kind !== 'oral' || page.surveillant === null || page.ended;
   $('notice-id-check').hidden = page.exam?.id_check !== true;
   // Before anything is asked for: this exam needs a computer, and there is another way.
   const needsComputer = page.exam !== null && page.exam.screen_required !== false && !canShareScreen();
@@ -380,7 +394,7 @@ async function join() {
   renderStoppedDevices();
   showStep('session');
 
-  const signalling = new Signalling({ token: page.token, name: page.name });
+  const signalling = new Signalling({ token: page.token, name: page.name, resume: page.kept?.resume });
   page.signalling = signalling;
   listen(signalling);
   try {
@@ -394,9 +408,9 @@ function joinFailed(error) {
   page.signalling = null;
   stopDevices();
   if (FINAL_LINK_ERRORS.has(error?.code)) {
+    forgetPlaces();
     stopEverything();
-    showProblem(error.code === 'exam_ended' ? 'student.ended_exam_heading' : 'student.problem_link_heading',
-      errorKey(error));
+    showProblem(DEAD_LINK_HEADINGS[error.code], errorKey(error));
     return;
   }
   // Back to the device check: the camera was switched off while nothing was sent.
@@ -427,10 +441,15 @@ function listen(signalling) {
   });
   signalling.on('assigned', (message) => {
     const name = message.surveillant?.name;
+    const before = page.surveillant;
     page.surveillant = typeof name === 'string' && name.trim() !== '' ? name : '—';
     // Another desk (a hand-over): live again only once the server says the media reaches it.
     if (message.surveillant?.id !== page.surveillantId) page.mediaLive = false;
     page.surveillantId = message.surveillant?.id ?? null;
+    // After a hand-over the new name is said, not just swapped in the banner.
+    if (before !== null && before !== page.surveillant) {
+      say($('surveillant-changed'), 'student.examiner_changed', { name: page.surveillant });
+    }
     page.queuePosition = null;
     renderSession();
   });
@@ -449,6 +468,7 @@ function listen(signalling) {
 }
 
 function welcomed(welcome) {
+  rememberPlace(page.token, welcome.resume, page.name);
   if (welcome.exam) {
     page.exam = { ...page.exam, ...welcome.exam };
     showExam();
@@ -574,6 +594,7 @@ function renderSession() {
   const connecting = page.surveillant !== null && !live;
   const checking = checkingIdentity() && live;
   document.body.classList.toggle('is-live', live && !page.ended);
+  $('examiner-card').hidden = page.exam?.kind !== 'oral' || !live || page.ended;
   $('live-banner').hidden = !live || page.ended;
   const admission = $('admission');
   if (checking) say(admission, 'student.id_check_nothing_kept');
@@ -688,7 +709,8 @@ async function reopenDevices() {
 }
 
 function sendStatus(force = false) {
-  if (!page.signalling || page.ended) return;
+  // Closing or reloading the tab hides it too, but that is not "another window or tab".
+  if (!page.signalling || page.ended || page.unloading) return;
   const { camera, microphone, screen } = page.tracks;
   const status = {
     camera: isLive(camera) && camera.enabled,
@@ -736,6 +758,7 @@ const ENDINGS = {
 function end(kind, reason = '') {
   if (page.ended) return;
   page.ended = true;
+  forgetPlaces();
   const signalling = page.signalling;
   stopEverything();
   if (kind !== 'left') signalling?.close();
@@ -771,7 +794,10 @@ function wireControls() {
     if ($('leave-dialog').returnValue === 'leave') leave();
   });
   $('problem-retry').addEventListener('click', () => page.retry?.());
+  $('resume-button').addEventListener('click', continueAfterReload);
   document.addEventListener('visibilitychange', () => sendStatus());
+  window.addEventListener('pagehide', () => { page.unloading = true; });
+  window.addEventListener('pageshow', () => { page.unloading = false; });
   keepTokenOnSkipLinks();
   // A link pasted into an open page changes only the fragment: start again with it.
   window.addEventListener('hashchange', () => {
@@ -782,7 +808,7 @@ function wireControls() {
   });
 }
 
-function start() {
+async function start() {
   wireControls();
   setLanguage(currentLanguage());
   page.token = tokenFromFragment();
@@ -791,7 +817,38 @@ function start() {
     return;
   }
   page.exam = examFromToken(page.token);
-  showNotice();
+  page.kept = keptPlace(page.token);
+  // A dead link says so at once, before the notice and before any device is asked for.
+  const status = await checkLink(page.token, page.kept?.resume);
+  if (FINAL_LINK_ERRORS.has(status)) {
+    forgetPlaces();
+    showProblem(DEAD_LINK_HEADINGS[status], `common.error_${status}`);
+    return;
+  }
+  if (page.kept) showResume();
+  else showNotice();
+}
+
+// --- back after a reload ------------------------------------------------------
+
+function showResume() {
+  showExam();
+  say($('resume-text'), 'student.resume_text', { name: page.kept.name });
+  showStep('resume', { focus: false });
+}
+
+// One click brings the devices back (the screen picker needs the click) and rejoins the kept place.
+async function continueAfterReload() {
+  $('resume-button').disabled = true;
+  page.name = page.kept.name;
+  page.audioContext ??= new AudioContext();
+  const screen = openWholeScreen().then((track) => ({ track }), () => ({ track: null }));
+  const { camera, microphone } = await openCameraAndMicrophone();
+  useTrack('camera', camera.track);
+  useTrack('microphone', microphone.track);
+  useTrack('screen', (await screen).track);
+  if (devicesReady()) join();
+  else beginCheck(); // the ordinary device check; its join still presents the kept place
 }
 
 start();

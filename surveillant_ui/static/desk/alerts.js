@@ -6,9 +6,10 @@ import { t } from '/common/i18n.js';
 import { icon, timeLabel } from './widgets.js';
 
 // `taken_over`: the student's place was taken by a new connection while the earlier one was open.
+// `rejoined_after_end`: someone joined the shared link under the name of an ended session.
 const ALERT_KINDS = new Set([
   'hand_raised', 'screen_stopped', 'camera_off', 'microphone_off', 'page_hidden', 'connection_lost', 'left',
-  'taken_over',
+  'taken_over', 'rejoined_after_end',
 ]);
 const MAX_ALERTS = 50;
 const BEEP_MIN_GAP_MS = 1500;

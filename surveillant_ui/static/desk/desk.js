@@ -2,19 +2,25 @@
 // Nothing is kept: no storage API, no recorder; media only lives in <video>/<audio>.
 
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
+import { checkLink } from '/common/linkcheck.js';
 import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { $, h } from '/common/dom.js';
-import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
+import { t, currentLanguage, setLanguage, setVariant, wireLanguageButtons } from '/common/i18n.js';
+import { examFromToken } from '/common/link.js';
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
 import { glyph, icon, timeLabel } from './widgets.js';
+import { looked, startIdCheck, wireIdCheck } from './idcheck.js';
+import { assessQuality } from './quality.js';
+import { applyListening, forgetListening, listeningControls, wireListening } from './listening.js';
+import { clearEnding, onExamEnding, renderEnding } from './ending.js';
+import { dropIncidents, renderIncidents, unsavedIncidents, wireIncidents } from './incidents.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const OFFER_TIMEOUT_MS = 20000;
 const LOCAL_STATS_INTERVAL_MS = 500;
 const NAME_MAX = 60;
 const MESSAGE_MAX = 500;
-const INCIDENT_MAX = 300;
 
 const state = {
   token: null,
@@ -26,14 +32,12 @@ const state = {
   ended: false,
   roster: { slots: 0, students: [], queue: 0 },
   names: new Map(), // student id -> last known display name (for alerts about students who left)
-  stats: new Map(), // student id -> { quality, serverAudio, lastLost }
+  stats: new Map(), // student id -> { quality, counts, loss, serverAudio }
   tiles: new Map(), // student id -> tile
   focusedId: null, // the student in the large view (or the current student of an oral exam)
   talk: null, // { studentId, mode: 'hold' | 'toggle' | 'oral' }
   oralMicOn: true,
   endTarget: null, // { studentId, next: boolean }
-  incidents: [], // { at, studentId, name, note }: this page's memory only, dropped with the exam
-  incidentsDownloaded: true,
 };
 
 const media = {
@@ -44,6 +48,7 @@ const media = {
   localAudio: null, // talk-back track; enabled only while talking
   localVideo: null, // examiner camera (oral exam only)
   localLevels: new Map(), // slot -> audio level measured on this side
+  localJitterMs: new Map(), // slot -> interarrival jitter of its microphone measured on this side
   statsTimer: null,
   status: 'idle',
 };
@@ -145,31 +150,6 @@ function normaliseAudioLevel(value) {
   return Math.max(0, Math.min(1, 1 - value / 127));
 }
 
-function assessQuality(student, tracks, previous) {
-  const status = student?.status ?? {};
-  const lost = (tracks.webcam?.packets_lost ?? 0) + (tracks.microphone?.packets_lost ?? 0);
-  const lostPerPush = previous ? Math.max(0, lost - previous.lastLost) : 0;
-  const stalled = (track, wanted) => wanted && typeof track?.ms_since_last_packet === 'number'
-    && track.ms_since_last_packet > 3000;
-  let quality = 'good';
-  const worsen = (level) => {
-    const order = ['good', 'fair', 'poor', 'none'];
-    if (order.indexOf(level) > order.indexOf(quality)) quality = level;
-  };
-  if (stalled(tracks.webcam, status.camera !== false) || stalled(tracks.microphone, status.microphone !== false)) {
-    worsen('none');
-  }
-  if (lostPerPush > 10) worsen('poor');
-  else if (lostPerPush > 2) worsen('fair');
-  const fps = tracks.webcam?.frames_per_second;
-  // Thumbnails are asked for 10 frames a second (focus 15): judge against that, not against video norms.
-  if (status.camera !== false && typeof fps === 'number') {
-    if (fps < 3) worsen('poor');
-    else if (fps < 6) worsen('fair');
-  }
-  return { quality, lastLost: lost };
-}
-
 // --- tiles ----------------------------------------------------------------------
 
 function createTile(student) {
@@ -193,7 +173,8 @@ function createTile(student) {
     'aria-labelledby': levelId,
   });
   const open = h('button', { type: 'button', class: 'open' });
-  const audio = h('audio', { autoplay: true });
+  const audio = h('audio', { autoplay: true, muted: true });
+  const { mute, volume } = listeningControls(student.id);
   const root = h('li', { class: 'tile', 'data-student': student.id },
     h('article', { 'aria-labelledby': nameId },
       h('div', { class: 'tile-media' },
@@ -203,7 +184,7 @@ function createTile(student) {
         h('div', { class: 'tile-head' }, name, hand),
         admission,
         statusList,
-        h('div', { class: 'tile-level' }, levelLabel, meter),
+        h('div', { class: 'tile-level' }, levelLabel, meter, mute, volume),
         open),
       audio));
   // A click on the picture opens the large view too; the button is the keyboard way in.
@@ -211,11 +192,13 @@ function createTile(student) {
     figure.addEventListener('click', () => openFocus(student.id));
   }
   open.addEventListener('click', () => openFocus(student.id));
-  admit.addEventListener('click', () => admitStudent(student.id));
+  // The tile only leads to the ID check; Admit itself is in the student view, after looking.
+  admit.addEventListener('click', () => openFocus(student.id));
   const tile = {
     id: student.id, root, webcam, screen, webcamGap, screenGap, webcamCaption, screenCaption,
-    name, hand, admission, idBadge, admit, statusList, levelLabel, meter, open, audio, slot: null,
+    name, hand, admission, idBadge, admit, statusList, levelLabel, meter, open, audio, mute, volume, slot: null,
   };
+  audio.muted = true; // nothing plays before the listening rules say so
   return tile;
 }
 
@@ -231,8 +214,8 @@ function updateTile(tile, student) {
   if (!unchecked && document.activeElement === tile.admit) tile.open.focus();
   tile.admission.hidden = !unchecked;
   tile.idBadge.replaceChildren(icon('idCard'), ` ${t('desk.admit.not_checked')}`);
-  tile.admit.textContent = t('desk.admit.button');
-  tile.admit.setAttribute('aria-label', t('desk.admit.button_label', { name: student.name }));
+  tile.admit.textContent = t('desk.admit.check_button');
+  tile.admit.setAttribute('aria-label', t('desk.admit.check_button_label', { name: student.name }));
   tile.webcamCaption.textContent = t('desk.media.webcam');
   tile.screenCaption.textContent = t('desk.media.screen');
   tile.levelLabel.textContent = t('desk.status.sound');
@@ -304,7 +287,9 @@ function renderRoster() {
     setStream(tile.audio, null);
     tile.root.remove();
     state.tiles.delete(id);
+    forgetListening(id);
   }
+  renderListening();
   $('grid-empty').hidden = students.length > 0;
   const slots = state.roster.slots || media.slots;
   $('desk-count').textContent = t('desk.grid.count', { count: students.length, slots });
@@ -334,10 +319,16 @@ function openFocus(studentId) {
   if (state.focusedId && state.focusedId !== studentId) stopTalk();
   state.focusedId = studentId;
   resetInterventions();
+  startIdCheck(student);
   renderStudentView(student);
+  renderListening();
   if (!dialog.open) dialog.showModal();
   $('focus-close').focus();
   state.sig?.request('focus', { student_id: studentId }).catch((error) => toast(errorText(error)));
+}
+
+function renderListening() {
+  applyListening(state.tiles.values(), state.focusedId);
 }
 
 function closeFocus({ notify = true, reason = null } = {}) {
@@ -349,6 +340,7 @@ function closeFocus({ notify = true, reason = null } = {}) {
   setStream($('focus-webcam'), null);
   setStream($('focus-screen'), null);
   if (wasOpen) dialog.close();
+  renderListening();
   if (notify && studentId) state.sig?.request('focus', { student_id: null }).catch(() => {});
   if (reason) toast(reason);
   // Back to where the reader came from; if that tile is gone, to the top of the grid.
@@ -390,6 +382,7 @@ function renderAdmission(student) {
   $('admit-hint').hidden = !unchecked;
   $('admit-actions').hidden = !unchecked;
   $('admit-button').setAttribute('aria-label', t('desk.admit.button_label', { name: student.name }));
+  $('admit-button').disabled = !looked();
 }
 
 async function admitStudent(studentId) {
@@ -623,59 +616,6 @@ function toggleOralMic() {
   renderTalk();
 }
 
-// --- incidents: a short note, in memory, downloadable as text until the exam ends ---
-
-function addIncident() {
-  const studentId = state.focusedId;
-  const note = $('incident-note').value.trim();
-  if (!studentId) return;
-  if (note.length === 0 || note.length > INCIDENT_MAX) {
-    setResult('incident-result', () => t('desk.incident.invalid', { max: INCIDENT_MAX }), 'error');
-    $('incident-note').focus();
-    return;
-  }
-  const at = new Date();
-  state.incidents.push({ at, studentId, name: nameOf(studentId), note });
-  state.incidentsDownloaded = false;
-  $('incident-note').value = '';
-  setResult('incident-result', () => t('desk.incident.noted', { time: timeLabel(at) }));
-  renderIncidents();
-}
-
-function renderIncidents() {
-  $('incident-list').replaceChildren(...state.incidents.map((incident) => h('li', {},
-    h('span', { class: 'log-time', text: timeLabel(incident.at) }), ' ',
-    h('strong', { text: incident.name }), ': ', incident.note)));
-  $('incidents-empty').hidden = state.incidents.length > 0;
-  $('incidents-download').hidden = state.incidents.length === 0;
-}
-
-function incidentsText() {
-  const exam = state.exam ?? {};
-  const lines = [
-    t('desk.incidents.file_heading'),
-    t('desk.incidents.file_exam', { title: exam.title ?? '' }),
-    t('desk.incidents.file_surveillant', { name: state.name }),
-    t('desk.incidents.file_made', { time: new Date().toLocaleString(locale()) }),
-    '',
-    ...state.incidents.map((incident) => `${timeLabel(incident.at)}  ${incident.name}: ${incident.note.replace(/\s+/g, ' ')}`),
-    '',
-  ];
-  return lines.join('\r\n');
-}
-
-function downloadIncidents() {
-  const url = URL.createObjectURL(new Blob([incidentsText()], { type: 'text/plain;charset=utf-8' }));
-  const day = new Date().toISOString().slice(0, 10);
-  const link = h('a', { href: url, download: `${t('desk.incidents.file_name')}-${day}.txt`, hidden: true });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  state.incidentsDownloaded = true;
-  setResult('incidents-result', () => t('desk.incidents.downloaded'));
-}
-
 // --- alerts (the panel itself is alerts.js) -------------------------------------
 
 function goToStudent(studentId) {
@@ -851,6 +791,7 @@ async function pollLocalStats(pc) {
       // Perceived loudness grows roughly with the square root of the linear level.
       media.localLevels.set(slot, Math.min(1, Math.sqrt(entry.audioLevel)));
     }
+    if (slot !== undefined && typeof entry.jitter === 'number') media.localJitterMs.set(slot, entry.jitter * 1000);
   });
   for (const student of state.roster.students) {
     const tile = state.tiles.get(student.id);
@@ -896,9 +837,8 @@ function endEverything() {
   state.roster = { slots: 0, students: [], queue: 0 };
   renderRoster();
   clearAlerts();
-  state.incidents = [];
-  state.incidentsDownloaded = true;
-  renderIncidents();
+  dropIncidents();
+  clearEnding();
 }
 
 function onExamEnded() {
@@ -941,6 +881,7 @@ function onWelcome(welcome) {
 async function setupDesk(welcome) {
   state.exam = welcome.exam;
   state.oral = welcome.exam.kind === 'oral';
+  setVariant(state.oral ? 'oral' : null);
   document.body.classList.toggle('is-oral', state.oral);
   renderExamTitle();
   if (state.oral) {
@@ -1001,10 +942,12 @@ function onStats(message) {
   for (const [studentId, entry] of Object.entries(tracks)) {
     const student = studentById(studentId);
     const previous = state.stats.get(studentId);
-    const { quality, lastLost } = assessQuality(student, entry ?? {}, previous);
+    const jitter = student ? media.localJitterMs.get(student.slot) ?? null : null;
+    const { quality, counts, loss } = assessQuality(student?.status ?? {}, entry ?? {}, previous, jitter);
     state.stats.set(studentId, {
       quality,
-      lastLost,
+      counts,
+      loss,
       serverAudio: normaliseAudioLevel(entry?.microphone?.audio_level) ?? 0,
     });
   }
@@ -1036,6 +979,7 @@ async function begin(name) {
   sig.on('stats', onStats);
   sig.on('alert', onAlert);
   sig.on('exam_ended', onExamEnded);
+  sig.on('exam_ending', onExamEnding);
   sig.on('error', (error) => {
     if (['link_invalid', 'link_expired', 'exam_ended'].includes(error.code)) {
       endEverything();
@@ -1086,6 +1030,7 @@ function renderLanguage() {
   renderTalk();
   renderSoundToggle();
   renderAlerts();
+  renderEnding();
   if (state.welcome && !state.ended) renderRoster();
   if (state.focusedId) {
     const student = studentById(state.focusedId);
@@ -1156,7 +1101,8 @@ function wire() {
     }
   });
 
-  $('admit-button').addEventListener('click', () => { if (state.focusedId) admitStudent(state.focusedId); });
+  $('admit-button').addEventListener('click', () => { if (state.focusedId && looked()) admitStudent(state.focusedId); });
+  wireIdCheck({ onLooked: () => { const student = studentById(state.focusedId); if (student) renderAdmission(student); } });
   $('end-open').addEventListener('click', () => { if (state.focusedId) openEndDialog(state.focusedId); });
   $('oral-next').addEventListener('click', () => { if (state.focusedId) openEndDialog(state.focusedId, { next: true }); });
   $('end-form').addEventListener('submit', (event) => {
@@ -1175,14 +1121,14 @@ function wire() {
 
   wireAlerts({ goToStudent });
   $('oral-mic').addEventListener('click', toggleOralMic);
-  $('incident-form').addEventListener('submit', (event) => {
-    event.preventDefault();
-    addIncident();
+  wireIncidents({
+    focused: () => (state.focusedId ? { id: state.focusedId, name: nameOf(state.focusedId) } : null),
+    about: () => ({ title: state.exam?.title ?? '', surveillant: state.name }),
   });
-  $('incidents-download').addEventListener('click', downloadIncidents);
+  wireListening(renderListening);
   // Incident notes live only here: ask before a reload or close throws them away.
   window.addEventListener('beforeunload', (event) => {
-    if (!state.ended && state.incidents.length > 0 && !state.incidentsDownloaded) event.preventDefault();
+    if (!state.ended && unsavedIncidents()) event.preventDefault();
   });
 
   keepTokenOnSkipLinks();
@@ -1195,13 +1141,29 @@ function wire() {
   });
 }
 
-function main() {
+const DEAD_LINK_HEADINGS = {
+  link_invalid: 'desk.notice.refused_heading',
+  link_expired: 'desk.notice.refused_heading',
+  exam_ended: 'desk.notice.ended_heading',
+};
+
+async function main() {
   renderTopbar('desk.role');
   wire();
   setLanguage(currentLanguage());
   state.token = tokenFromFragment();
   if (!state.token) {
     showNotice('desk.notice.no_link_heading', 'desk.notice.no_link');
+    return;
+  }
+  // An oral exam says "examiner" from the first screen on.
+  if (examFromToken(state.token)?.kind === 'oral') setVariant('oral');
+  // A dead link says so before the code of conduct.
+  show(null);
+  const status = await checkLink(state.token);
+  if (status in DEAD_LINK_HEADINGS) {
+    state.ended = true;
+    showNotice(DEAD_LINK_HEADINGS[status], errorText({ code: status }));
     return;
   }
   show('start');

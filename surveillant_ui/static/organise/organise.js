@@ -4,8 +4,9 @@
 import { Signalling, tokenFromFragment } from '/common/signalling.js';
 import { keepTokenOnSkipLinks, reloadOnNewLink } from '/common/fragment.js';
 import { $, h } from '/common/dom.js';
-import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/common/i18n.js';
+import { t, currentLanguage, locale, setLanguage, setVariant, wireLanguageButtons } from '/common/i18n.js';
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
+import { wireSeatLinks } from './seats.js';
 
 const DEFAULT_CAP = { written: 8, oral: 1 };
 // An oral examiner checks identity while talking; a written exam checks before it starts.
@@ -122,6 +123,7 @@ function onWelcome(welcome) {
   }
   state.exam = welcome.exam;
   if (Number.isInteger(welcome.cap)) state.exam = { ...welcome.exam, cap: welcome.cap };
+  setVariant(state.exam?.kind === 'oral' ? 'oral' : null); // an oral exam says "examiner"
   if (state.links.length === 0 && welcome.links) {
     // After a reload: the exam's own links come back from the server (surveillant seats don't).
     state.links = [
@@ -226,6 +228,7 @@ async function createExam() {
   try {
     const created = await state.sig.request('create_exam', fields);
     state.exam = created.exam;
+    setVariant(state.exam?.kind === 'oral' ? 'oral' : null); // an oral exam says "examiner"
     state.links = [
       { labelKey: 'organise.links.organiser', hintKey: 'organise.links.organiser_hint', url: created.organiser_link },
       { labelKey: 'organise.links.student', hintKey: 'organise.links.student_hint', url: created.student_link },
@@ -406,6 +409,27 @@ async function changeCap() {
   }
 }
 
+const END_WARNING_SECONDS = 60;
+
+// The surveillants are warned first, so their incident notes are not lost by surprise.
+async function endExamLater() {
+  const later = $('end-later');
+  later.disabled = true;
+  $('end-error').textContent = '';
+  try {
+    await state.sig.request('end_exam', { after_seconds: END_WARNING_SECONDS });
+    const at = new Date(Date.now() + END_WARNING_SECONDS * 1000);
+    $('end-dialog').close();
+    setResult('add-result', () => t('organise.end.scheduled', {
+      time: at.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' }),
+    }));
+  } catch (error) {
+    $('end-error').textContent = errorText(error);
+  } finally {
+    later.disabled = false;
+  }
+}
+
 async function endExam() {
   const confirm = $('end-confirm');
   confirm.disabled = true;
@@ -455,12 +479,14 @@ function wire() {
     event.preventDefault();
     changeCap();
   });
+  wireSeatLinks(() => state.sig);
   $('end-exam').addEventListener('click', () => {
     $('end-error').textContent = '';
     $('end-dialog').showModal();
     $('end-cancel').focus();
   });
   $('end-cancel').addEventListener('click', () => $('end-dialog').close());
+  $('end-later').addEventListener('click', endExamLater);
   $('end-dialog').addEventListener('close', () => { if (!state.ended) $('end-exam').focus(); });
   $('end-form').addEventListener('submit', (event) => {
     event.preventDefault();

@@ -1,6 +1,6 @@
-// What the student link says about its exam, read in the page before any
-// connection, so the notice can name the organiser's contact and alternative
-// before the student has agreed to anything. Display only: the server checks
+// What a link says about its exam, read in the page before any connection: the student
+// notice names the organiser's contact and alternative before the student has agreed to
+// anything, and the desk says "examiner" for an oral exam from its first screen. Display only: the server checks
 // the signature at `hello`, and its `welcome.exam` replaces this once joined.
 
 function decodeBase64Url(text) {
