@@ -8,6 +8,7 @@ import { t, currentLanguage, locale, setLanguage, wireLanguageButtons } from '/c
 import { errorText, renderConnection, renderResults, renderTopbar, setResult } from '/common/staff.js';
 import { addAlert, clearAlerts, renderAlerts, renderSoundToggle, startAlertSound, wireAlerts } from './alerts.js';
 import { glyph, icon, timeLabel } from './widgets.js';
+import { renderBackground } from './background.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const OFFER_TIMEOUT_MS = 20000;
@@ -242,6 +243,7 @@ function updateTile(tile, student) {
   updateLevel(tile, student);
   attachTile(tile, student);
   updateGaps(tile);
+  renderBackground(tile.webcam, student);
 }
 
 function updateLevel(tile, student) {
@@ -373,6 +375,7 @@ function renderStudentView(student) {
   const streams = media.slotStreams[student.slot];
   setStream($('focus-webcam'), streams?.webcam);
   setStream($('focus-screen'), streams?.screen);
+  renderBackground($('focus-webcam'), student);
   if (state.oral) setStream($('oral-audio'), streams?.microphone);
 }
 
