@@ -1,7 +1,8 @@
 """A student's page in the background: the desk covers the camera picture, which a phone's
 browser pauses then, with "Page in background" instead of showing a frozen frame as live.
 
-Real Chromium for the student page and the desk through the real server. The student page
+Real Chromium for the student page and the desk through the real server; axe checks the
+desk while the cover is shown. The student page
 is put in the background the way the browser does it: `document.visibilityState` turns
 'hidden' and `visibilitychange` fires (then back to 'visible').
 """
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.test_accessibility import Audit
 from tests.test_desk_and_recovery import _live_student_and_desk
 from tests.test_organiser_flow import TIMEOUT_MS, visible
 
@@ -67,12 +69,16 @@ async def test_the_desk_covers_the_camera_of_a_page_in_the_background_and_uncove
     await student.evaluate(VISIBILITY, "hidden")
     await visible(desk, f"{tile} .tile-webcam .page-background")
     assert_covered(await desk.evaluate(COVER_OF, webcam))
+    audit = Audit()
+    await audit.check(desk, "desk tile of a page in the background")
 
     # The large view covers its camera picture too.
     await desk.click(f"{tile} .open")
     await visible(desk, "#focus-dialog")
     await visible(desk, "#focus-dialog .big-webcam .page-background")
     assert_covered(await desk.evaluate(COVER_OF, "#focus-webcam"))
+    await audit.check(desk, "desk large view of a page in the background")
+    audit.assert_clean()
 
     # Back in front: both covers go, and so do the descriptions.
     await student.evaluate(VISIBILITY, "visible")
