@@ -15,6 +15,7 @@ import { assessQuality } from './quality.js';
 import { applyListening, forgetListening, listeningControls, wireListening } from './listening.js';
 import { clearEnding, onExamEnding, renderEnding } from './ending.js';
 import { dropIncidents, renderIncidents, unsavedIncidents, wireIncidents } from './incidents.js';
+import { renderBackground } from './background.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const OFFER_TIMEOUT_MS = 20000;
@@ -225,6 +226,7 @@ function updateTile(tile, student) {
   updateLevel(tile, student);
   attachTile(tile, student);
   updateGaps(tile);
+  renderBackground(tile.webcam, student);
 }
 
 function updateLevel(tile, student) {
@@ -365,6 +367,7 @@ function renderStudentView(student) {
   const streams = media.slotStreams[student.slot];
   setStream($('focus-webcam'), streams?.webcam);
   setStream($('focus-screen'), streams?.screen);
+  renderBackground($('focus-webcam'), student);
   if (state.oral) setStream($('oral-audio'), streams?.microphone);
 }
 
