@@ -16,7 +16,7 @@ import pytest
 from tests.peers import Client
 from tests.test_organiser_flow import TIMEOUT_MS, visible
 from tests.test_organiser_flow import create_exam as create_exam_on_page
-from tests.test_student_page import create_exam, go_live, student_page
+from tests.test_student_page import create_exam, desk_with_media, go_live, student_page
 
 pytestmark = pytest.mark.browser
 
@@ -45,8 +45,11 @@ async def test_an_oral_exam_says_examiner_and_thanks_the_student(server: Any, pa
         assert await page.is_hidden("#examiner-card")
         assert "surveillant" not in (await page.inner_text("#step-session")).lower()
 
-        examiner = Client(session, server.url)
-        await examiner.connect(_token(created["surveillant_links"][0]), name="Dr. de Boer")
+        # The student is live once their media reaches a desk's media connection (media_live).
+        # An oral exam's desk has one place: one student at a time.
+        examiner, examiner_media = await desk_with_media(
+            session, server, created["surveillant_links"][0], name="Dr. de Boer", slots=1
+        )
         await visible(page, "#examiner-card")
         assert "your examiner, Dr. de Boer" in await page.inner_text("#live-text")
         roster = await examiner.wait_for(lambda m: m["type"] == "roster" and m["students"])
@@ -55,6 +58,7 @@ async def test_an_oral_exam_says_examiner_and_thanks_the_student(server: Any, pa
         assert await page.inner_text("#ended-heading") == "Thank you"
         assert "surveillant" not in (await page.inner_text("#step-ended")).lower()
         assert page.errors == [] and desk.errors == []
+        await examiner_media.close()
         await examiner.close()
 
 
@@ -64,15 +68,13 @@ async def test_a_hand_over_tells_the_student_who_watches_now(server: Any, page_f
         organiser = Client(session, server.url)
         await organiser.connect(_token(created["organiser_link"]))
         second_link = (await organiser.request({"type": "add_surveillant"}))["link"]
-        first = Client(session, server.url)
-        await first.connect(_token(created["surveillant_links"][0]), name="Mevr. Jansen")
+        first, first_media = await desk_with_media(session, server, created["surveillant_links"][0], name="Mevr. Jansen")
         page = await student_page(page_factory)
         await go_live(page, created["student_link"])
         await page.wait_for_selector("#live-banner:not([hidden])", timeout=TIMEOUT_MS)
         assert await page.inner_text("#surveillant-changed") == ""
 
-        second = Client(session, server.url)
-        await second.connect(_token(second_link), name="Dhr. Bakker")
+        second, second_media = await desk_with_media(session, server, second_link, name="Dhr. Bakker")
         roster = await first.wait_for(lambda m: m["type"] == "roster" and m["students"] and m["others"])
         reply = await first.request(
             {"type": "hand_over", "student_id": roster["students"][0]["id"], "to": roster["others"][0]["id"]}
@@ -80,8 +82,11 @@ async def test_a_hand_over_tells_the_student_who_watches_now(server: Any, page_f
         assert reply["type"] == "ack"
         await page.wait_for_selector("#surveillant-changed:has-text('Dhr. Bakker is now your surveillant.')",
                                      timeout=TIMEOUT_MS)
-        assert "Dhr. Bakker" in await page.inner_text("#live-text")
+        # Live again once the media reaches the new desk (media_live), in the new name.
+        await page.wait_for_selector("#live-text:has-text('Dhr. Bakker')", timeout=TIMEOUT_MS)
         assert page.errors == []
+        for media in (first_media, second_media):
+            await media.close()
         for client in (organiser, first, second):
             await client.close()
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.peers import Client
 from tests.test_organiser_flow import TIMEOUT_MS
-from tests.test_student_page import create_exam, go_live, student_page
+from tests.test_student_page import create_exam, desk_with_media, go_live, student_page
 
 pytestmark = pytest.mark.browser
 
@@ -29,8 +29,8 @@ async def test_a_reload_returns_to_live_with_the_same_surveillant_and_still_admi
 ) -> None:
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server, id_check=True)
-        desk = Client(session, server.url)
-        await desk.connect(created["surveillant_links"][0].split("#", 1)[1], name="Mevr. Jansen")
+        # The student is live once their media reaches a desk's media connection (media_live).
+        desk, desk_media = await desk_with_media(session, server, created["surveillant_links"][0])
         page = await student_page(page_factory)
         page.on("dialog", lambda dialog: dialog.accept())
         await go_live(page, created["student_link"])
@@ -65,4 +65,5 @@ async def test_a_reload_returns_to_live_with_the_same_surveillant_and_still_admi
         await page.wait_for_selector("#step-ended:not([hidden])")
         assert await _storage_length(page) == 0
         assert page.errors == []
+        await desk_media.close()
         await desk.close()
