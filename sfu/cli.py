@@ -296,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"(at most {MAX_TTL_SECONDS}; default %(default)s)",
     )
     serve.add_argument(
+        "--media-port",
+        metavar="PORT",
+        type=_port,
+        help="receive and send all media on this one UDP port (one socket per server address) "
+        "instead of a port per participant; the port a firewall opens for media",
+    )
+    serve.add_argument(
         "--default-cap",
         type=_cap,
         default=8,
@@ -351,6 +358,7 @@ def config_from_args(
         default_cap=args.default_cap,
         ice_servers=tuple(args.ice_servers),
         turn=turn_from_env(args.turn_urls, args.turn_ttl, environ or {}),
+        media_port=args.media_port,
         media_mode=args.media_mode,
         student_media_seconds=args.student_media_timeout,
     )

@@ -41,6 +41,8 @@ class ServerConfig:
     student_grace_seconds: float = 20.0
     student_media_seconds: float = 60.0
     """How long a placed student may hold a surveillant's place before their media is up."""
+    media_port: int | None = None
+    """The one UDP port all media uses (one socket per host address), or None: a port per peer."""
     creator_link_days: int = 30
     media_mode: str = "forward"
     """"forward" (the product) or "transcode" (aiortc's decode/re-encode relay, a benchmark baseline)."""
