@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aioice.ice
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -62,6 +63,15 @@ TRANSCEIVERS_PER_TURN = 8
 receiver builds a bitrate estimator), and answering a cap-50 desk takes 170-250 ms of CPU in
 all: in one go it held every exam's forwarding for about 200 ms, with turns for about 100 ms
 (setRemoteDescription is the largest piece left; load_tests/desk_answer.py)."""
+CONSENT_INTERVAL = 2.0
+"""Seconds between consent checks (RFC 7675) on a nominated pair; aioice's default is 5."""
+CONSENT_FAILURES = 3
+"""Unanswered consent checks in a row (each waits 0.5 s) after which the path is dead and the peer
+closes; aioice's default 6 x 5 s let a dead path look alive for about 30 s, so the surveillant saw
+a frozen picture and the page's new offer waited for it. Now about 5-8 s: the student is shown as
+without media and keeps their place (student_media_seconds) while their page negotiates again."""
+aioice.ice.CONSENT_INTERVAL = CONSENT_INTERVAL  # aioice reads both on every check
+aioice.ice.CONSENT_FAILURES = CONSENT_FAILURES
 UFRAG_CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 MAX_OFFER_CANDIDATES = 32
 """Distinct ICE candidates an offer may carry. A browser offers a handful (host, server-
