@@ -540,3 +540,11 @@ def test_bad_turn_options_are_usage_errors(option: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["serve", *option])
     assert exit_.value.code == 2
+
+
+def test_media_port_option_reaches_the_config() -> None:
+    assert config_from_args(build_parser().parse_args(["serve"]), b"s" * 32, tls=False).media_port is None
+    args = build_parser().parse_args(["serve", "--media-port", "3479"])
+    assert config_from_args(args, b"s" * 32, tls=False).media_port == 3479
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--media-port", "0"])
