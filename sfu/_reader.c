@@ -24,6 +24,14 @@
  * for the same load fell by about 27% (SFU/bots CPU 0.229-0.233 against
  * 0.315-0.318): 23.5-25.5 µs per forwarded packet against 33.3-34.7.
  *
+ * A shared port (`--media-port`, sfu/shared_port.py) is one socket in the epoll whose
+ * `endpoints` (made by Reader.attach, one per peer's ICE component) send on its fd and
+ * are not in the epoll themselves: the port hands each non-STUN datagram to the
+ * endpoint that permitted its sender (the newest, if two did), and the endpoint takes
+ * it on as if it had read it; STUN goes to the port's transport, which finds the
+ * endpoint by ICE username or transaction. A sender no endpoint permitted is counted
+ * on the port. The cost is one dict lookup per datagram on a shared port.
+ *
  * Untrusted input: a datagram is read into a buffer of fixed size and one that fills
  * it is dropped; lanes bound-check the rest (sfu/_lane.c).
  */
@@ -80,6 +88,8 @@ typedef struct {
     int senders;                 /* how many of `sender` are in use, oldest first */
     Sender sender[MAX_SENDERS];  /* the remote ends of the checked ICE pairs on this socket */
     long long strangers_dropped; /* non-STUN datagrams from any other sender */
+    PyObject *endpoints;         /* a shared port's endpoints, dict bytes(Sender) -> MediaSocket; else NULL */
+    PyObject *port;              /* the shared port (MediaSocket) an endpoint is read on; else NULL */
 } MediaSocket;
 
 struct Reader {
@@ -360,6 +370,48 @@ send_datagram(MediaSocket *socket, PyObject *data, const struct sockaddr_storage
     return 0;
 }
 
+/* ---- shared ports -------------------------------------------------------------------- */
+
+static PyObject *
+sender_key(const Sender *sender)
+{
+    return PyBytes_FromStringAndSize((const char *)sender, sizeof(*sender));
+}
+
+/* The endpoint of shared port `port` that permitted `address` (a new reference), or NULL. */
+static MediaSocket *
+endpoint_for(MediaSocket *port, const struct sockaddr_storage *address)
+{
+    Sender sender;
+    if (sender_of(address, port->family, &sender) < 0)
+        return NULL;
+    PyObject *key = sender_key(&sender);
+    if (key == NULL)
+        return NULL;
+    PyObject *endpoint = PyDict_GetItemWithError(port->endpoints, key);
+    Py_DECREF(key);
+    return (MediaSocket *)Py_XNewRef(endpoint);
+}
+
+/* The shared port stops reading `sender` for `endpoint` (if it still reads it for that one). */
+static void
+forget_sender(MediaSocket *endpoint, const Sender *sender)
+{
+    MediaSocket *port = (MediaSocket *)endpoint->port;
+    if (port == NULL || port->endpoints == NULL)
+        return;
+    PyObject *key = sender_key(sender);
+    if (key == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (PyDict_GetItemWithError(port->endpoints, key) == (PyObject *)endpoint)
+        PyDict_DelItem(port->endpoints, key);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    Py_DECREF(key);
+}
+
 /* ---- MediaSocket --------------------------------------------------------------------- */
 
 static void
@@ -370,6 +422,28 @@ socket_close(MediaSocket *socket)
     socket->queued = 0;
     Py_CLEAR(socket->transport);
     Py_CLEAR(socket->inbox);
+    if (socket->port != NULL) {
+        for (int i = 0; i < socket->senders; i++)
+            forget_sender(socket, &socket->sender[i]);
+        Py_CLEAR(socket->port);
+    }
+    PyObject *endpoints = socket->endpoints;
+    if (endpoints != NULL) {
+        socket->endpoints = NULL; /* first: closing an endpoint looks here */
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(endpoints, &position, &key, &value))
+            Py_CLEAR(((MediaSocket *)value)->port); /* the port reads nothing more for it */
+        PyObject *values = PyDict_Values(endpoints);
+        Py_DECREF(endpoints);
+        if (values == NULL) {
+            PyErr_Clear();
+            return;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++)
+            socket_close((MediaSocket *)PyList_GET_ITEM(values, i));
+        Py_DECREF(values);
+    }
 }
 
 static int
@@ -378,6 +452,8 @@ MediaSocket_traverse(MediaSocket *self, visitproc visit, void *arg)
     Py_VISIT(self->reader);
     Py_VISIT(self->transport);
     Py_VISIT(self->inbox);
+    Py_VISIT(self->endpoints);
+    Py_VISIT(self->port);
     return 0;
 }
 
@@ -466,10 +542,19 @@ MediaSocket_permit(MediaSocket *self, PyObject *address)
             Py_RETURN_NONE;
     }
     if (self->senders == MAX_SENDERS) {
+        forget_sender(self, &self->sender[0]);
         memmove(&self->sender[0], &self->sender[1], sizeof(Sender) * (MAX_SENDERS - 1));
         self->senders -= 1;
     }
     self->sender[self->senders++] = sender;
+    MediaSocket *port = (MediaSocket *)self->port;
+    if (port != NULL && port->endpoints != NULL && !self->closed) {
+        PyObject *key = sender_key(&sender);
+        int failed = key == NULL || PyDict_SetItem(port->endpoints, key, (PyObject *)self) < 0;
+        Py_XDECREF(key);
+        if (failed)
+            return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -785,7 +870,10 @@ forward_through_lane(Reader *reader, Inbox *inbox, Py_ssize_t size)
     return 1;
 }
 
-static void
+static void deliver(Reader *reader, MediaSocket *socket, Py_ssize_t size, const struct sockaddr_storage *sender);
+
+/* Read one datagram and hand it on; 0 if there was none (or the socket failed). */
+static int
 read_one(Reader *reader, MediaSocket *socket)
 {
     unsigned char *buffer = reader->view.buf;
@@ -798,11 +886,34 @@ read_one(Reader *reader, MediaSocket *socket)
     if (size < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             socket_error(socket, errno);
-        return;
+        return 0;
     }
     if (size == 0 || size >= reader->view.len)
-        return; /* cut short by the buffer: no WebRTC packet is this long */
-    if (buffer[0] > 3 && !is_checked_sender(socket, &sender)) {
+        return 1; /* cut short by the buffer: no WebRTC packet is this long */
+    if (buffer[0] > 3 && socket->endpoints != NULL) {
+        MediaSocket *endpoint = endpoint_for(socket, &sender);
+        if (endpoint == NULL) {
+            if (PyErr_Occurred())
+                report(reader);
+            else
+                socket->strangers_dropped += 1; /* not STUN, and no endpoint's checked pair sent it */
+            return 1;
+        }
+        if (!endpoint->closed)
+            deliver(reader, endpoint, size, &sender);
+        Py_DECREF(endpoint);
+        return 1;
+    }
+    deliver(reader, socket, size, &sender);
+    return 1;
+}
+
+/* A datagram of `size` bytes in the reader's buffer, read for `socket` from `sender`: to a lane or the transport. */
+static void
+deliver(Reader *reader, MediaSocket *socket, Py_ssize_t size, const struct sockaddr_storage *sender)
+{
+    unsigned char *buffer = reader->view.buf;
+    if (buffer[0] > 3 && !is_checked_sender(socket, sender)) {
         socket->strangers_dropped += 1; /* not STUN, and from no checked ICE pair */
         return;
     }
@@ -813,7 +924,7 @@ read_one(Reader *reader, MediaSocket *socket)
     if (socket->transport == NULL)
         return;
     /* Media of a peer goes to its handler, which does not need the sender's address. */
-    PyObject *address = (media && socket->inbox != NULL) ? Py_NewRef(Py_None) : make_address(&sender);
+    PyObject *address = (media && socket->inbox != NULL) ? Py_NewRef(Py_None) : make_address(sender);
     PyObject *length = PyLong_FromSsize_t(size);
     PyObject *result = NULL;
     if (address != NULL && length != NULL)
@@ -864,8 +975,12 @@ Reader_turn(Reader *self, PyObject *unused)
         for (int i = 0; i < count; i++)
             ready[i] = (MediaSocket *)Py_NewRef(events[i].data.ptr);
         for (int i = 0; i < count; i++) {
-            if (!ready[i]->closed)
-                read_one(self, ready[i]);
+            /* A shared port reads, per round, a datagram for each sender it reads for. */
+            Py_ssize_t reads = ready[i]->endpoints != NULL ? PyDict_GET_SIZE(ready[i]->endpoints) : 1;
+            for (Py_ssize_t read = 0; read < (reads > 1 ? reads : 1) && !ready[i]->closed; read++) {
+                if (!read_one(self, ready[i]))
+                    break;
+            }
         }
         for (int i = 0; i < count; i++)
             Py_DECREF(ready[i]);
@@ -972,6 +1087,56 @@ Reader_dealloc(Reader *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static MediaSocket *
+new_socket(Reader *reader, int fd, int family, PyObject *transport)
+{
+    MediaSocket *socket = PyObject_GC_New(MediaSocket, &MediaSocketType);
+    if (socket == NULL)
+        return NULL;
+    socket->fd = fd;
+    socket->family = family;
+    socket->closed = 0;
+    socket->pending = 0;
+    socket->reader = (Reader *)Py_NewRef(reader);
+    socket->transport = Py_NewRef(transport);
+    socket->inbox = NULL;
+    socket->outgoing = NULL;
+    socket->queued = socket->capacity = 0;
+    socket->sends_dropped = 0;
+    socket->senders = 0;
+    socket->strangers_dropped = 0;
+    socket->endpoints = NULL;
+    socket->port = NULL;
+    PyObject_GC_Track(socket);
+    return socket;
+}
+
+PyDoc_STRVAR(Reader_attach_doc,
+"attach(port, transport)\n--\n\n"
+"An endpoint of the shared port `port` (a MediaSocket of this reader) for `transport`:\n"
+"it sends on the port's socket, and the port hands it the non-STUN datagrams of the\n"
+"senders it permits. Unregister it as any socket.");
+
+static PyObject *
+Reader_attach(Reader *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &MediaSocketType)) {
+        PyErr_SetString(PyExc_TypeError, "attach(port: MediaSocket, transport)");
+        return NULL;
+    }
+    MediaSocket *port = (MediaSocket *)args[0];
+    if (port->closed || port->reader != self || port->port != NULL) {
+        PyErr_SetString(PyExc_ValueError, "not an open socket of this reader");
+        return NULL;
+    }
+    if (port->endpoints == NULL && (port->endpoints = PyDict_New()) == NULL)
+        return NULL;
+    MediaSocket *endpoint = new_socket(self, port->fd, port->family, args[1]);
+    if (endpoint != NULL)
+        endpoint->port = Py_NewRef(port);
+    return (PyObject *)endpoint;
+}
+
 PyDoc_STRVAR(Reader_register_doc,
 "register(fileno, family, transport)\n--\n\n"
 "Read the socket `fileno` in every turn; return its MediaSocket. The transport gets\n"
@@ -1001,22 +1166,9 @@ Reader_register(Reader *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "not a socket, or registered already");
         return NULL;
     }
-    MediaSocket *socket = PyObject_GC_New(MediaSocket, &MediaSocketType);
+    MediaSocket *socket = new_socket(self, (int)fd, (int)family, args[2]);
     if (socket == NULL)
         return NULL;
-    socket->fd = (int)fd;
-    socket->family = (int)family;
-    socket->closed = 0;
-    socket->pending = 0;
-    socket->reader = (Reader *)Py_NewRef(self);
-    socket->transport = Py_NewRef(args[2]);
-    socket->inbox = NULL;
-    socket->outgoing = NULL;
-    socket->queued = socket->capacity = 0;
-    socket->sends_dropped = 0;
-    socket->senders = 0;
-    socket->strangers_dropped = 0;
-    PyObject_GC_Track(socket);
     struct epoll_event event = {.events = EPOLLIN, .data.ptr = socket};
     if (PyDict_SetItem(self->sockets, args[0], (PyObject *)socket) < 0) {
         Py_DECREF(socket);
@@ -1080,6 +1232,7 @@ Reader_get_draining(Reader *self, void *closure)
 static PyMethodDef Reader_methods[] = {
     {"turn", (PyCFunction)Reader_turn, METH_NOARGS, Reader_turn_doc},
     {"register", (PyCFunction)(void (*)(void))Reader_register, METH_FASTCALL, Reader_register_doc},
+    {"attach", (PyCFunction)(void (*)(void))Reader_attach, METH_FASTCALL, Reader_attach_doc},
     {"unregister", (PyCFunction)Reader_unregister, METH_O, "Stop reading a socket and close its MediaSocket."},
     {"fileno", (PyCFunction)Reader_fileno, METH_NOARGS, "The epoll's file descriptor, for the event loop to watch."},
     {"close", (PyCFunction)Reader_close, METH_NOARGS, "Close the epoll and let go of every socket."},

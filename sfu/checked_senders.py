@@ -49,25 +49,34 @@ class CheckedSenders:
         self.strangers_dropped += 1
         return False
 
-    def permit(self, address: tuple[Any, ...]) -> None:
+    def permit(self, address: tuple[Any, ...]) -> tuple[str, int] | None:
         """Read non-STUN datagrams from `address` (host, port): the remote end of a checked ICE pair.
 
-        At most MAX_SENDERS are kept; one more lets go of the oldest. ValueError if the host
+        At most MAX_SENDERS are kept; one more lets go of the oldest, which is returned. ValueError if the host
         is not a numeric address of the socket's family, or the port is out of range.
+        """
+        sender = self.sender(address)
+        if sender in self._senders:
+            return None
+        evicted = None
+        if len(self._senders) == MAX_SENDERS:
+            evicted = next(iter(self._senders))
+            del self._senders[evicted]
+        self._senders[sender] = None
+        return evicted
+
+    def sender(self, address: tuple[Any, ...]) -> tuple[str, int]:
+        """`address` (host, port) as recvfrom names a sender: one text for every spelling of a host.
+
+        ValueError if the host is not a numeric address of the socket's family, or the port is out of range.
         """
         host, port = address[0], address[1]
         if not 0 <= port <= 65535:
             raise ValueError("port out of range")
         try:
-            # As the kernel names a sender: one text for every spelling of an address.
-            sender = (socket.inet_ntop(self.family, socket.inet_pton(self.family, host)), port)
+            return (socket.inet_ntop(self.family, socket.inet_pton(self.family, host)), port)
         except (OSError, TypeError):
             raise ValueError("not a numeric address of the socket's family") from None
-        if sender in self._senders:
-            return
-        if len(self._senders) == MAX_SENDERS:
-            del self._senders[next(iter(self._senders))]
-        self._senders[sender] = None
 
     @property
     def permitted(self) -> list[tuple[str, int]]:

@@ -23,8 +23,10 @@ from .assignment import MAX_CAP, MIN_CAP
 from .config import IceServer, ServerConfig
 from .http_guard import CONNECTIONS_PER_ADDRESS, HEADER_TIMEOUT, HttpLimits
 from .tls import TlsSetup, server_ssl_context
+from .turn_credentials import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, TurnRest
 
 SECRET_ENV = "INVIGIL_SECRET"
+TURN_SECRET_ENV = "INVIGIL_TURN_SECRET"
 MIN_SECRET_BYTES = 16
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 ICE_TRANSPORTS = ("udp", "tcp")
@@ -79,6 +81,37 @@ def parse_ice_server(text: str) -> IceServer:
             f"ICE server {text!r}: credentials must be USER:PASS before the @, both non-empty"
         )
     return IceServer(urls=urls, username=unquote(username), credential=unquote(credential))
+
+
+def parse_turn_url(text: str) -> str:
+    """One --turn-url value, checked: `turn:host[:port][?transport=udp|tcp]` or `turns:…`, no credentials
+    (each participant gets their own, signed with INVIGIL_TURN_SECRET)."""
+    scheme, colon, rest = text.strip().partition(":")
+    scheme = scheme.lower()
+    if not colon or scheme not in ("turn", "turns"):
+        raise UsageError(f"TURN URL {text!r}: must start with turn: or turns:")
+    address, question, query = rest.partition("?")
+    if "@" in address:
+        raise UsageError(f"TURN URL {text!r}: no credentials here; they are made from ${TURN_SECRET_ENV}")
+    host, port = _split_host_port(address, text)
+    url = f"{scheme}:{host}" + (f":{port}" if port is not None else "")
+    return url + ("?" + _checked_query(query, scheme, text) if question else "")
+
+
+def turn_from_env(urls: Sequence[str], ttl: int, environ: Mapping[str, str]) -> TurnRest | None:
+    """TURN REST API settings: --turn-url needs $INVIGIL_TURN_SECRET (coturn's static-auth-secret), and
+    the reverse. The secret is used as coturn uses it: its text's UTF-8 bytes."""
+    secret = environ.get(TURN_SECRET_ENV, "").strip()
+    if not urls and not secret:
+        return None
+    if not urls:
+        raise UsageError(f"{TURN_SECRET_ENV} is set but no --turn-url says where the TURN server is")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise UsageError(
+            f"--turn-url needs {TURN_SECRET_ENV}, the TURN server's static-auth-secret, "
+            f"of at least {MIN_SECRET_BYTES} bytes"
+        )
+    return TurnRest(secret=secret.encode(), urls=tuple(urls), ttl_seconds=ttl)
 
 
 def _split_host_port(hostport: str, text: str) -> tuple[str, int | None]:
@@ -196,6 +229,19 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _turn_url(text: str) -> str:
+    try:
+        return parse_turn_url(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _ttl(text: str) -> int:
+    if not text.isdigit() or not 60 <= int(text) <= MAX_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 60 to {MAX_TTL_SECONDS}")
+    return int(text)
+
+
 def _ice_server(text: str) -> IceServer:
     try:
         return parse_ice_server(text)
@@ -239,6 +285,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="STUN/TURN server for browsers, repeatable: stun:host:port, "
         "turn:USER:PASS@host:port[?transport=udp|tcp]",
+    )
+    serve.add_argument(
+        "--turn-url",
+        dest="turn_urls",
+        metavar="URL",
+        type=_turn_url,
+        action="append",
+        default=[],
+        help=f"TURN server whose credentials each participant gets, short-lived and signed with "
+        f"${TURN_SECRET_ENV} (coturn's use-auth-secret), repeatable: turn:host:port[?transport=udp|tcp], "
+        "turns:host:443",
+    )
+    serve.add_argument(
+        "--turn-ttl",
+        metavar="SECONDS",
+        type=_ttl,
+        default=DEFAULT_TTL_SECONDS,
+        help="TURN credentials live this long, or to the exam's end plus 30 minutes if later "
+        f"(at most {MAX_TTL_SECONDS}; default %(default)s)",
+    )
+    serve.add_argument(
+        "--media-port",
+        metavar="PORT",
+        type=_port,
+        help="receive and send all media on this one UDP port (one socket per server address) "
+        "instead of a port per participant; the port a firewall opens for media. With --workers N, "
+        "worker i uses PORT+i: open PORT to PORT+N-1",
     )
     serve.add_argument(
         "--default-cap",
@@ -319,8 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace, secret: bytes, tls: bool) -> ServerConfig:
-    """The ServerConfig for parsed `serve` arguments."""
+def config_from_args(
+    args: argparse.Namespace, secret: bytes, tls: bool, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """The ServerConfig for parsed `serve` arguments (and $INVIGIL_TURN_SECRET from `environ`)."""
     if args.public_url:
         public_url = checked_public_url(args.public_url)
     else:
@@ -330,6 +405,8 @@ def config_from_args(args: argparse.Namespace, secret: bytes, tls: bool) -> Serv
         public_url=public_url,
         default_cap=args.default_cap,
         ice_servers=tuple(args.ice_servers),
+        turn=turn_from_env(args.turn_urls, args.turn_ttl, environ or {}),
+        media_port=args.media_port,
         media_mode=args.media_mode,
         student_media_seconds=args.student_media_timeout,
     )
@@ -361,7 +438,7 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if args.public_url:
             hostnames.append(urlsplit(args.public_url).hostname or "")
         tls = server_ssl_context(args.tls_cert, args.tls_key, args.self_signed, hostnames)
-        config = config_from_args(args, secret, tls is not None)
+        config = config_from_args(args, secret, tls is not None, environ)
         directory = _directory_from_args(args, config)
         if args.metrics_port:
             _require("prometheus_client", "--metrics-port")

@@ -33,6 +33,10 @@ what a browser's jitter buffer holds anyway.
 
 Linux only (epoll); elsewhere `adopt` declines and the loop's own transport
 keeps the socket.
+
+With a media port (`--media-port`), `adopt` does not keep the ICE socket aioice
+bound: the component becomes an endpoint of the loop's shared port on that host
+address (sfu/shared_port.py), and its candidate names the media port.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from typing import Any
 
 from .log_summary import LogSummary
 from .python_reader import MAX_QUEUED, PythonReader
+from .shared_port import SharedPort
 from .srtp import DatagramBuffer
 
 try:
@@ -107,7 +112,8 @@ class MediaPoller:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._transports: dict[int, MediaDatagramTransport] = {}
+        self._transports: set[MediaDatagramTransport] = set()
+        self._ports: dict[tuple[str, int], SharedPort] = {}
         self._watching = True
         self._timer: asyncio.TimerHandle | None = None
         self.buffer = DatagramBuffer(DATAGRAM_SIZE)
@@ -116,19 +122,31 @@ class MediaPoller:
         self._loop.add_reader(self.reader.fileno(), self._on_ready)
 
     def register(self, transport: MediaDatagramTransport) -> Any:
-        """Start reading `transport`'s socket; returns the reader's socket, which sends for it."""
-        sock = transport._sock
-        reader_socket = self.reader.register(sock.fileno(), sock.family, transport)
-        self._transports[transport.fileno] = transport
+        """Start reading `transport`'s socket (or, on a shared port, reading for it); returns the
+        reader's socket, which sends for it."""
+        if transport.port is not None:
+            reader_socket = self.reader.attach(transport.port.reader_socket, transport)
+        else:
+            sock = transport._sock
+            reader_socket = self.reader.register(sock.fileno(), sock.family, transport)
+        self._transports.add(transport)
         return reader_socket
 
     def unregister(self, transport: MediaDatagramTransport) -> None:
-        """Stop reading `transport`'s socket; the last one closes the poller."""
-        if self._transports.pop(transport.fileno, None) is None:
+        """Stop reading for `transport`; the last one closes the poller (and its shared ports)."""
+        if transport not in self._transports:
             return
+        self._transports.discard(transport)
         self.reader.unregister(transport.reader_socket)
         if not self._transports:
             self.close()
+
+    def shared_port(self, host: str, port: int) -> SharedPort:
+        """The shared socket on (`host`, `port`), bound on first use. OSError if it cannot be bound."""
+        shared = self._ports.get((host, port))
+        if shared is None:
+            shared = self._ports[(host, port)] = SharedPort(self, host, port)
+        return shared
 
     def close(self) -> None:
         """Stop watching and release the epoll."""
@@ -143,6 +161,9 @@ class MediaPoller:
             self._loop.remove_reader(self.reader.fileno())
         self._watching = False
         self.reader.close()
+        for shared in self._ports.values():
+            shared.close()
+        self._ports.clear()
 
     def _on_ready(self) -> None:
         # Stop watching, so the loop neither spins on the ready epoll nor wakes per packet.
@@ -186,10 +207,18 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
     real-time media, and a late packet is worth less than the memory it would hold.
     """
 
-    def __init__(self, poller: MediaPoller, sock: socket.socket, protocol: asyncio.DatagramProtocol) -> None:
+    def __init__(
+        self,
+        poller: MediaPoller,
+        sock: socket.socket,
+        protocol: asyncio.DatagramProtocol,
+        port: SharedPort | None = None,
+    ) -> None:
         super().__init__()
         self._poller = poller
         self._sock = sock
+        self.port = port
+        """The shared port this transport is an endpoint of, whose socket `sock` is; None if it owns `sock`."""
         self._protocol = protocol
         self._closing = False
         self.fileno = sock.fileno()
@@ -258,6 +287,8 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
         """
         if self._closing:
             return
+        if self.port is not None:
+            self.port.sent(data, self)
         try:
             self.reader_socket.sendto(data, addr)
         except ValueError:
@@ -291,8 +322,11 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
             return
         self._closing = True
         self.media_handler = None
+        if self.port is not None:
+            self.port.leave(self)
         self._poller.unregister(self)
-        self._sock.close()
+        if self.port is None:
+            self._sock.close()
         asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
 
     def abort(self) -> None:
@@ -308,12 +342,17 @@ class MediaDatagramTransport(asyncio.DatagramTransport):
         return 0
 
 
-def adopt(protocol: Any) -> MediaDatagramTransport | None:
+def adopt(protocol: Any, media_port: int | None = None, ufrag: str | None = None) -> MediaDatagramTransport | None:
     """Move a just-bound ICE protocol's socket from the loop's transport to the MediaPoller.
 
     Call it before any peer knows the socket's port: datagrams the old transport
     might still read would be lost. Returns None (and changes nothing) where this
     reader cannot run.
+
+    With `media_port`, the protocol's own socket is closed instead and it becomes an
+    endpoint of the shared port on its host address and `media_port`, for STUN
+    requests to ICE username fragment `ufrag`; its local candidate names that port.
+    OSError if the shared port cannot be bound, ValueError if `ufrag` is in use there.
     """
     old = protocol.transport
     if not hasattr(select, "epoll") or isinstance(old, MediaDatagramTransport):
@@ -321,6 +360,18 @@ def adopt(protocol: Any) -> MediaDatagramTransport | None:
     original = old.get_extra_info("socket") if old is not None else None
     if original is None:
         return None
+    if media_port is not None:
+        poller = _poller_for(asyncio.get_running_loop())
+        shared = poller.shared_port(original.getsockname()[0], media_port)
+        if shared.in_use(ufrag or ""):
+            raise ValueError("ICE username fragment in use on the media port")
+        old.set_protocol(asyncio.DatagramProtocol())
+        old.close()
+        transport = MediaDatagramTransport(poller, shared._sock, protocol, port=shared)
+        shared.join(ufrag or "", transport)
+        protocol.connection_made(transport)
+        protocol.local_candidate.port = media_port
+        return transport
     sock = socket.socket(fileno=os.dup(original.fileno()))
     sock.setblocking(False)
     old.set_protocol(asyncio.DatagramProtocol())

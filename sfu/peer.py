@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aioice.ice
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -62,6 +63,16 @@ TRANSCEIVERS_PER_TURN = 8
 receiver builds a bitrate estimator), and answering a cap-50 desk takes 170-250 ms of CPU in
 all: in one go it held every exam's forwarding for about 200 ms, with turns for about 100 ms
 (setRemoteDescription is the largest piece left; load_tests/desk_answer.py)."""
+CONSENT_INTERVAL = 2.0
+"""Seconds between consent checks (RFC 7675) on a nominated pair; aioice's default is 5."""
+CONSENT_FAILURES = 3
+"""Unanswered consent checks in a row (each waits 0.5 s) after which the path is dead and the peer
+closes; aioice's default 6 x 5 s let a dead path look alive for about 30 s, so the surveillant saw
+a frozen picture and the page's new offer waited for it. Now about 5-8 s: the student is shown as
+without media and keeps their place (student_media_seconds) while their page negotiates again."""
+aioice.ice.CONSENT_INTERVAL = CONSENT_INTERVAL  # aioice reads both on every check
+aioice.ice.CONSENT_FAILURES = CONSENT_FAILURES
+UFRAG_CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 MAX_OFFER_CANDIDATES = 32
 """Distinct ICE candidates an offer may carry. A browser offers a handful (host, server-
 reflexive, relay); the SFU sends connectivity checks to each, so a longer list would let a
@@ -130,18 +141,23 @@ async def _not_started(parameters: Any) -> None:
     thread, encoder, RTCP), which the fast path makes useless."""
 
 
-def _read_host_sockets_ourselves(connection: Any) -> None:
-    """Once aioice has bound its host sockets, hand them to the MediaPoller (sfu/media_socket.py).
+def _read_host_sockets_ourselves(connection: Any, media_port: int | None = None) -> None:
+    """Once aioice has bound its host sockets, hand them to the MediaPoller (sfu/media_socket.py),
+    or with `media_port` make them endpoints of the shared media port (sfu/shared_port.py).
 
     This happens while the answer is being made, before the peer knows any port.
     """
     gather = connection.get_component_candidates
+    if media_port is not None:
+        # The shared port tells sessions apart by username fragment: aioice's 4 characters
+        # could meet another session's; 24 (of 62) cannot, in practice.
+        connection._local_username = "".join(random.SystemRandom().choice(UFRAG_CHARACTERS) for _ in range(24))
 
     async def get_component_candidates(*args: Any, **kwargs: Any) -> Any:
         candidates = await gather(*args, **kwargs)
         for protocol in connection._protocols:
             if protocol.local_candidate.type == "host":
-                adopt(protocol)
+                adopt(protocol, media_port, connection.local_username)
         return candidates
 
     connection.get_component_candidates = get_component_candidates
@@ -164,8 +180,11 @@ class MediaPeer:
         ice_servers: tuple[IceServer, ...],
         on_closed: Callable[[MediaPeer], None] | None = None,
         passthrough: bool = True,
+        media_port: int | None = None,
     ) -> None:
         self.owner = owner
+        self.media_port = media_port
+        """The shared UDP port every ICE host candidate names (`--media-port`), or None: one port per peer."""
         self.layout = layout
         self.passthrough = passthrough
         configuration = RTCConfiguration(
@@ -242,17 +261,31 @@ class MediaPeer:
         connections = {id(t.receiver.transport.transport.iceGatherer._connection): t for t in self.pc.getTransceivers()}
         for transceiver in connections.values():
             connection = transceiver.receiver.transport.transport.iceGatherer._connection
-            _read_host_sockets_ourselves(connection)
-            watch_checked_pairs(connection, self._pair_checked)
+            _read_host_sockets_ourselves(connection, self.media_port)
+            watch_checked_pairs(connection, lambda pair, connection=connection: self._pair_checked(pair, connection))
 
-    def _pair_checked(self, pair: Any) -> None:
-        """aioice checked `pair`: its socket now reads DTLS and media from the pair's remote address."""
+    def _pair_checked(self, pair: Any, connection: Any = None) -> None:
+        """aioice checked `pair`: its socket now reads DTLS and media from the pair's remote address.
+
+        A pair checked after another was nominated, with an address the participant never
+        offered (peer-reflexive: it was learned from their checks), means they moved (a NAT
+        rebinding, a new network with the same session): media follows them there. aiortc
+        restarts no ICE, and its controlling peer would not nominate again; checks carry the
+        ICE password, so only the participant can move their media.
+        """
         transport = pair.protocol.transport
         senders = transport if isinstance(transport, MediaDatagramTransport) else self._senders_of(pair.protocol)
         try:
             senders.permit(pair.remote_addr)
         except ValueError:
             pass  # not a numeric address (aioice resolves names first): nothing from it is read
+        if connection is None:
+            return
+        component = pair.local_candidate.component
+        nominated = connection._nominated.get(component)
+        if nominated is not None and nominated is not pair and pair.remote_candidate.type == "prflx":
+            pair.nominated = True
+            connection._nominated[component] = pair
 
     def _senders_of(self, protocol: Any) -> CheckedSenders:
         """Whom an ICE socket the SFU does not read itself (a TURN relay) takes non-STUN datagrams from."""

@@ -9,6 +9,12 @@ any sender; anything else only from the remote end of a checked ICE pair (`permi
 the rest is dropped and counted (sfu/checked_senders.py). The reader in C does the
 same, and forwards a steady route's packets through its lane on its own;
 tests/test_media_socket.py runs on both.
+
+A shared port (`--media-port`, sfu/shared_port.py) is one socket in the epoll with
+many endpoints, one per peer's ICE component, made by `attach`: they send on the
+port's socket, and the port hands each non-STUN datagram to the endpoint that
+permitted its sender (the newest one, if two did); STUN goes to the port's
+transport, which finds the endpoint by ICE username or transaction.
 """
 
 from __future__ import annotations
@@ -41,23 +47,57 @@ class PythonSocket(CheckedSenders):
         self._sock = transport._sock
         self._recvfrom_into = transport._sock.recvfrom_into
         self._outgoing: list[tuple[Any, Any]] = []
+        self.port: PythonSocket | None = None
+        """The shared port this endpoint sends and is read on (made by `PythonReader.attach`)."""
+        self.endpoints: dict[tuple[str, int], PythonSocket] | None = None
+        """A shared port's endpoints by the senders they permitted; None for any other socket."""
 
-    def read_one(self, buffer: DatagramBuffer, room: int) -> None:
-        """Read one datagram into `buffer` (of `room` bytes) and hand it to the transport."""
+    def read_one(self, buffer: DatagramBuffer, room: int) -> bool:
+        """Read one datagram into `buffer` (of `room` bytes) and hand it on; False if there was none."""
         transport = self.transport
         try:
             size, address = self._recvfrom_into(buffer.writable)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as error:
             if transport is not None:
                 transport._socket_error(error.errno)
-            return
+            return False
         if size >= room or not size or transport is None:
-            return  # cut short by the buffer: no WebRTC packet is this long
-        if buffer.memory[0] > LAST_STUN_BYTE and not self.admits(address):
+            return True  # cut short by the buffer: no WebRTC packet is this long
+        if buffer.memory[0] > LAST_STUN_BYTE and self.endpoints is not None:
+            endpoint = self.endpoints.get(address if len(address) == 2 else address[:2])
+            if endpoint is None:
+                self.strangers_dropped += 1
+                return True
+            endpoint.deliver(size, address)
+            return True
+        self.deliver(size, address)
+        return True
+
+    def reads_per_round(self) -> int:
+        """Datagrams read per round: a shared port one for each sender it reads for, any other socket one."""
+        return max(1, len(self.endpoints)) if self.endpoints is not None else 1
+
+    def deliver(self, size: int, address: Any) -> None:
+        """The datagram of `size` bytes in the reader's buffer, from `address`, to this socket's transport."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self._reader._buffer.memory[0] > LAST_STUN_BYTE and not self.admits(address):
             return  # not STUN, and from no checked ICE pair: counted
         transport._received(size, address)
+
+    def permit(self, address: tuple[Any, ...]) -> tuple[str, int] | None:
+        """As CheckedSenders.permit; on an endpoint, the shared port also reads `address` for it."""
+        sender = self.sender(address)
+        evicted = super().permit(address)
+        port = self.port
+        if port is not None and port.endpoints is not None and not self.closed:
+            if evicted is not None and port.endpoints.get(evicted) is self:
+                del port.endpoints[evicted]
+            port.endpoints[sender] = self
+        return evicted
 
     def sendto(self, data: Any, address: Any) -> None:
         """Send one datagram now, or at the end of the turn if one is being read."""
@@ -93,10 +133,19 @@ class PythonSocket(CheckedSenders):
                     self.transport._socket_error(error.errno)
 
     def close(self) -> None:
-        """Send nothing more."""
+        """Send nothing more; a shared port reads nothing more for this endpoint."""
         self.closed = True
         self._outgoing = []
         self.transport = None
+        port, self.port = self.port, None
+        if port is not None and port.endpoints is not None:
+            for sender in self.permitted:
+                if port.endpoints.get(sender) is self:
+                    del port.endpoints[sender]
+        if self.endpoints is not None:
+            for endpoint in list(self.endpoints.values()):
+                endpoint.close()
+            self.endpoints = {}
 
 
 class PythonReader:
@@ -127,6 +176,17 @@ class PythonReader:
         socket_ = self._sockets[fileno] = PythonSocket(self, fileno, family, transport)
         self._epoll.register(fileno, select.EPOLLIN)
         return socket_
+
+    def attach(self, port: PythonSocket, transport: MediaDatagramTransport) -> PythonSocket:
+        """An endpoint of the shared port `port` for `transport`: it sends on the port's socket and
+        is read, by the port, from the senders it permits."""
+        if port.closed or port._reader is not self or port.port is not None:
+            raise ValueError("not an open socket of this reader")
+        if port.endpoints is None:
+            port.endpoints = {}
+        endpoint = PythonSocket(self, port.fileno, port.family, transport)
+        endpoint.port = port
+        return endpoint
 
     def unregister(self, socket_: PythonSocket) -> None:
         """Stop reading a socket; it sends nothing more."""
@@ -165,7 +225,9 @@ class PythonReader:
                     socket_ = sockets.get(fileno)
                     if socket_ is not None:
                         try:
-                            socket_.read_one(buffer, room)
+                            for _ in range(socket_.reads_per_round()):
+                                if socket_.closed or not socket_.read_one(buffer, room):
+                                    break
                         except Exception as error:
                             self._on_error(error)
                 if self._epoll.closed:

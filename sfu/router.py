@@ -59,7 +59,9 @@ class ExamMedia:
     async def _negotiate(self, owner: str, sdp: str, layout: list[Any]) -> str:
         # The new peer is built beside the live one: a refused or timed-out offer leaves
         # the participant's current media as it was, and leaves nothing of its own behind.
-        peer = MediaPeer(owner, layout, self.config.ice_servers, passthrough=not self.transcode)
+        peer = MediaPeer(
+            owner, layout, self.config.ice_servers, passthrough=not self.transcode, media_port=self.config.media_port
+        )
         try:
             answer = await peer.answer(sdp)
         except BaseException as error:

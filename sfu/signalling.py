@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .config import IceServer
 from .exam import CLOSE_EXAM_ENDED, CLOSE_REPLACED, CLOSE_SESSION_ENDED, Exam
 from .links import SHARED_STUDENT_SEAT, Capability, LinkError
 from .messages import LARGEST_FRAME_BYTES, ProtocolError, parse_client_message, sdp_limit
@@ -250,10 +251,19 @@ class Connection:
                 "resume": participant.resume if participant.role == "student" else None,
                 "exam": exam.settings.to_public() if exam is not None else None,
                 "cap": exam.cap if exam is not None else self.registry.config.default_cap,
-                "ice_servers": [server.to_browser() for server in self.registry.config.ice_servers],
+                "ice_servers": [server.to_browser() for server in self.ice_servers(participant, exam)],
                 "links": self.organiser_links(exam) if participant.role == "organiser" else None,
             }
         )
+
+    def ice_servers(self, participant: Participant, exam: Exam | None) -> list[IceServer]:
+        """The configured STUN/TURN servers, and TURN servers with credentials for this participant only."""
+        config = self.registry.config
+        servers = list(config.ice_servers)
+        if config.turn is not None:
+            ends_at = exam.settings.ends_at if exam is not None else None
+            servers += config.turn.issue(participant.id, config.secret, ends_at=ends_at)
+        return servers
 
     def organiser_links(self, exam: Exam | None) -> dict[str, str] | None:
         """The exam's organiser and student links, so a reloaded organiser page can show them again."""

@@ -189,8 +189,11 @@ async def _gathered(pc: RTCPeerConnection) -> str:
 class StudentPeer:
     """A student's connection: webcam, screen, microphone out; voice and examiner camera in."""
 
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    def __init__(self, configuration: RTCConfiguration | None = None) -> None:
+        """`configuration` defaults to no ICE servers, all media bundled."""
+        self.pc = RTCPeerConnection(
+            configuration or RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
         self.webcam = MovingPicture(320, 180, 15)
         self.screen = MovingPicture(640, 360, 5)
         self.microphone = Tone()

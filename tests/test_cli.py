@@ -512,3 +512,39 @@ async def test_malformed_requests_are_counted_not_logged_nor_quoted() -> None:
     assert MARKER.decode() not in stderr
     lines = [line for line in stderr.splitlines() if "malformed HTTP request" in line]
     assert 1 <= len(lines) <= 2, stderr
+
+
+def test_turn_urls_take_their_secret_from_the_environment_only() -> None:
+    from sfu.cli import TURN_SECRET_ENV
+
+    args = build_parser().parse_args(
+        ["serve", "--turn-url", "turn:turn.example.org:3478?transport=tcp", "--turn-url", "turns:turn.example.org:443", "--turn-ttl", "3600"]
+    )
+    config = config_from_args(args, b"s" * 32, tls=False, environ={TURN_SECRET_ENV: "shared-with-coturn-0123"})
+    assert config.turn is not None
+    assert config.turn.urls == ("turn:turn.example.org:3478?transport=tcp", "turns:turn.example.org:443")
+    assert (config.turn.secret, config.turn.ttl_seconds) == (b"shared-with-coturn-0123", 3600)
+    assert config.ice_servers == ()
+    with pytest.raises(UsageError, match=TURN_SECRET_ENV):
+        config_from_args(args, b"s" * 32, tls=False, environ={})
+    with pytest.raises(UsageError, match="--turn-url"):
+        config_from_args(build_parser().parse_args(["serve"]), b"s" * 32, tls=False, environ={TURN_SECRET_ENV: "x" * 32})
+    assert config_from_args(build_parser().parse_args(["serve"]), b"s" * 32, tls=False, environ={}).turn is None
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--turn-url", "turn:u:p@turn.example.org"], ["--turn-url", "stun:turn.example.org"], ["--turn-ttl", "5"]],
+)
+def test_bad_turn_options_are_usage_errors(option: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["serve", *option])
+    assert exit_.value.code == 2
+
+
+def test_media_port_option_reaches_the_config() -> None:
+    assert config_from_args(build_parser().parse_args(["serve"]), b"s" * 32, tls=False).media_port is None
+    args = build_parser().parse_args(["serve", "--media-port", "3479"])
+    assert config_from_args(args, b"s" * 32, tls=False).media_port == 3479
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--media-port", "0"])

@@ -370,3 +370,134 @@ async def test_adopt_declines_what_it_cannot_take() -> None:
     protocol, transport = await adopted()
     assert adopt(protocol) is None  # already adopted
     transport.close()
+
+
+# --- one shared port for every peer (`--media-port`, sfu/shared_port.py) -------------------------
+
+
+def stun_message(kind: int, transaction: bytes, username: bytes | None = None) -> bytes:
+    """A STUN message of type `kind` with an optional USERNAME attribute (padded to 4 bytes)."""
+    attributes = b""
+    if username is not None:
+        attributes = b"\x00\x06" + len(username).to_bytes(2, "big") + username + bytes(-len(username) % 4)
+    return kind.to_bytes(2, "big") + len(attributes).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + transaction + attributes
+
+
+async def on_shared_port(media_port: int, ufrag: str) -> tuple[Recorder, MediaDatagramTransport]:
+    """A Recorder bound as aioice binds a host socket, then made an endpoint of the shared media port."""
+    from types import SimpleNamespace
+
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    protocol.local_candidate = SimpleNamespace(port=protocol.transport.get_extra_info("sockname")[1])
+    transport = adopt(protocol, media_port, ufrag)
+    assert isinstance(transport, MediaDatagramTransport) and protocol.transport is transport
+    assert protocol.local_candidate.port == media_port
+    return protocol, transport
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_a_shared_port_routes_stun_by_username_and_transaction_and_the_rest_by_checked_sender() -> None:
+    media_port = free_udp_port()
+    first, first_transport = await on_shared_port(media_port, "first1")
+    second, second_transport = await on_shared_port(media_port, "second")
+    shared = first_transport.port
+    assert shared is second_transport.port
+    assert first_transport.get_extra_info("sockname") == second_transport.get_extra_info("sockname") == ("127.0.0.1", media_port)
+    with pytest.raises(ValueError):
+        await on_shared_port(media_port, "second")  # one session per username fragment
+    sender = client()
+    server = ("127.0.0.1", media_port)
+
+    # STUN requests: by the first half of USERNAME; an unknown one reaches nobody.
+    sender.sendto(stun_message(0x0001, b"A" * 12, b"second:theirs"), server)
+    sender.sendto(stun_message(0x0001, b"B" * 12, b"first1:theirs"), server)
+    sender.sendto(stun_message(0x0001, b"C" * 12, b"nobody:theirs"), server)
+    await until(lambda: len(first.datagrams) == 1 and len(second.datagrams) == 1 and shared.stun_unrouted == 1)
+    assert second.datagrams[0][0][8:20] == b"A" * 12 and first.datagrams[0][0][8:20] == b"B" * 12
+
+    # A response goes to whoever sent the request with its transaction ID.
+    second_transport.sendto(stun_message(0x0001, b"T" * 12, b"theirs:second"), sender.getsockname())
+    data, source = sender.recvfrom(2048)
+    assert source == server and data[8:20] == b"T" * 12
+    sender.sendto(stun_message(0x0101, b"T" * 12), server)
+    await until(lambda: len(second.datagrams) == 2)
+    assert second.datagrams[1][0][:2] == b"\x01\x01" and len(first.datagrams) == 1
+
+    # Everything else: only from a checked sender, to the endpoint that checked it (the newest).
+    first_media: list[bytes] = []
+    second_media: list[bytes] = []
+    first_transport.media_handler = copies_into(first_media)
+    second_transport.media_handler = copies_into(second_media)
+    sender.sendto(RTP_LIKE, server)
+    await until(lambda: shared.strangers_dropped == 1)
+    first_transport.permit(sender.getsockname())
+    sender.sendto(RTP_LIKE, server)
+    await until(lambda: len(first_media) == 1)
+    second_transport.permit(sender.getsockname())
+    sender.sendto(RTP_LIKE + b"2", server)
+    await until(lambda: len(second_media) == 1)
+    assert second_media == [RTP_LIKE + b"2"] and len(first_media) == 1
+
+    # An endpoint that closes is read for no more; the port and the other endpoint go on.
+    other = client()
+    first_transport.permit(other.getsockname())
+    other.sendto(RTP_LIKE, server)
+    await until(lambda: len(first_media) == 2)
+    first_transport.close()
+    await first.lost
+    other.sendto(RTP_LIKE, server)
+    sender.sendto(RTP_LIKE + b"3", server)
+    await until(lambda: len(second_media) == 2 and shared.strangers_dropped == 2)
+    assert len(first_media) == 2
+    second_transport.close()
+    await second.lost
+    for sock in (sender, other):
+        sock.close()
+
+
+async def test_the_last_endpoint_closes_the_shared_port_and_a_new_one_binds_it_again() -> None:
+    media_port = free_udp_port()
+    protocol, transport = await on_shared_port(media_port, "alone1")
+    transport.close()
+    await protocol.lost
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", media_port))  # released
+    protocol, transport = await on_shared_port(media_port, "alone1")
+    transport.close()
+    await protocol.lost
+
+
+async def test_a_shared_port_reads_a_round_for_each_sender_it_reads_for() -> None:
+    media_port = free_udp_port()
+    peers = [await on_shared_port(media_port, f"peer{n:02d}") for n in range(3)]
+    received: list[bytes] = []
+    senders = []
+    for _, transport in peers:
+        transport.media_handler = copies_into(received)
+        sender = client()
+        transport.permit(sender.getsockname())
+        senders.append(sender)
+    shared = peers[0][1].port
+    poller = peers[0][1]._poller
+    burst = ROUNDS_PER_TURN + 10
+    # Queue everything first (loopback delivers within sendto), then run exactly one
+    # turn by hand, without letting the loop run one of its own.
+    for sender in senders:
+        for _ in range(burst):
+            sender.sendto(RTP_LIKE, ("127.0.0.1", media_port))
+    assert poller.turn()
+    # One socket, three senders: a turn reads three rounds' worth, as three sockets would have given.
+    assert len(received) == 3 * ROUNDS_PER_TURN
+    await until(lambda: len(received) == 3 * burst)
+    assert shared.strangers_dropped == 0
+    for protocol, transport in peers:
+        transport.close()
+        await protocol.lost
+    for sender in senders:
+        sender.close()

@@ -5,6 +5,7 @@ bots and real Chromium pages)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from typing import Any
@@ -160,3 +161,18 @@ async def test_workers_do_not_outlive_an_entry_killed_with_sigkill() -> None:
         # Their stdin closes with the entry: each worker stops by itself.
         gone, alive = psutil.wait_procs(workers, timeout=RECOVERY_BOUND)
         assert alive == []
+
+
+def test_each_worker_gets_the_turn_secret_and_a_media_port_of_its_own() -> None:
+    """A worker builds its config from the entry's spec: TURN and the media port must survive the
+    trip, and worker i takes base port + i (two processes cannot share one UDP port)."""
+    from sfu.cluster.worker import config_from_spec, spec_for
+    from sfu.config import ServerConfig
+    from sfu.turn_credentials import TurnRest
+
+    turn = TurnRest(b"t" * 32, ("turn:turn.example.org:3478?transport=udp",), 3600)
+    spec = json.loads(json.dumps(spec_for(ServerConfig(secret=b"s" * 32, turn=turn, media_port=3479))))
+    configs = [config_from_spec({**spec, "index": index}) for index in range(3)]
+    assert [config.media_port for config in configs] == [3479, 3480, 3481]
+    assert all(config.turn == turn for config in configs)
+    assert config_from_spec(spec_for(ServerConfig(secret=b"s" * 32))).media_port is None

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import IceServer, ServerConfig
+from ..turn_credentials import TurnRest
 
 ENTRY_KEY_HEADER = "X-Invigil-Entry"
 CLIENT_ADDRESS_HEADER = "X-Invigil-Client"
@@ -59,11 +60,16 @@ def spec_for(config: ServerConfig) -> dict[str, Any]:
         "ice_servers": [[s.urls, s.username, s.credential] for s in config.ice_servers],
         "media_mode": config.media_mode,
         "student_media_seconds": config.student_media_seconds,
+        "turn": None if config.turn is None else [config.turn.secret.hex(), list(config.turn.urls), config.turn.ttl_seconds],
+        "media_port": config.media_port,
     }
 
 
 def config_from_spec(spec: dict[str, Any]) -> ServerConfig:
-    """The ServerConfig a spec describes (the inverse of `spec_for`)."""
+    """The ServerConfig a spec describes (the inverse of `spec_for`). Worker `index` (in the spec,
+    from the pool) takes media port base + index: each worker process needs a UDP port of its own."""
+    turn = spec.get("turn")
+    media_port = spec.get("media_port")
     return ServerConfig(
         secret=bytes.fromhex(spec["secret"]),
         public_url=spec["public_url"],
@@ -71,6 +77,8 @@ def config_from_spec(spec: dict[str, Any]) -> ServerConfig:
         ice_servers=tuple(IceServer(*server) for server in spec["ice_servers"]),
         media_mode=spec["media_mode"],
         student_media_seconds=spec["student_media_seconds"],
+        turn=None if turn is None else TurnRest(bytes.fromhex(turn[0]), tuple(turn[1]), turn[2]),
+        media_port=None if media_port is None else media_port + spec.get("index", 0),
     )
 
 

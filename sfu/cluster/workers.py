@@ -38,6 +38,7 @@ class Worker:
     """One worker slot: its process while it runs, and what the entry counts for it."""
 
     def __init__(self, index: int) -> None:
+        self.index = index
         self.name = f"w{index}"
         self.process: asyncio.subprocess.Process | None = None
         self.port: int | None = None
@@ -70,7 +71,7 @@ class WorkerPool:
 
     def __init__(self, count: int, spec: dict[str, Any], on_exit: Callable[[Worker], None]) -> None:
         self.workers = [Worker(index) for index in range(count)]
-        self._spec = json.dumps(spec) + "\n"
+        self._spec = spec
         self._on_exit = on_exit
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -125,7 +126,8 @@ class WorkerPool:
         worker.process = process
         try:
             assert process.stdin is not None and process.stdout is not None
-            process.stdin.write(self._spec.encode())
+            # Each worker learns its index: its media port is the base port plus its index.
+            process.stdin.write((json.dumps({**self._spec, "index": worker.index}) + "\n").encode())
             await process.stdin.drain()  # stdin stays open: the worker exits when it closes
             async with asyncio.timeout(READY_TIMEOUT):
                 line = await process.stdout.readline()
