@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from tests.peers import Client, SurveillantPeer
-from tests.test_sfu_forwarding import create_exam, join_student, join_surveillant, media_server, token  # noqa: F401
+from tests.test_sfu_forwarding import add_surveillant, create_exam, join_student, join_surveillant, media_server, token  # noqa: F401
 
 
 def is_live(message: dict[str, Any]) -> bool:
@@ -28,9 +28,7 @@ async def test_media_live_comes_once_the_media_reaches_a_desk_and_again_after_a_
     server = media_server
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server, cap=2)
-        organiser = Client(session, server.url)
-        await organiser.connect(token(created["organiser_link"]))
-        second_link = (await organiser.request({"type": "add_surveillant"}))["link"]
+        organiser, second_link = await add_surveillant(session, server, created)
 
         # Placed with a desk that has no media connection: nothing is forwarded, so not live.
         first = Client(session, server.url)

@@ -13,16 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.peers import Client
 from tests.test_organiser_flow import TIMEOUT_MS, visible
 from tests.test_organiser_flow import create_exam as create_exam_on_page
+from tests.test_sfu_forwarding import add_surveillant
 from tests.test_student_page import create_exam, desk_with_media, go_live, student_page
 
 pytestmark = pytest.mark.browser
-
-
-def _token(link: str) -> str:
-    return link.split("#", 1)[1]
 
 
 async def test_an_oral_exam_says_examiner_and_thanks_the_student(server: Any, page_factory: Any) -> None:
@@ -65,9 +61,7 @@ async def test_an_oral_exam_says_examiner_and_thanks_the_student(server: Any, pa
 async def test_a_hand_over_tells_the_student_who_watches_now(server: Any, page_factory: Any) -> None:
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server)
-        organiser = Client(session, server.url)
-        await organiser.connect(_token(created["organiser_link"]))
-        second_link = (await organiser.request({"type": "add_surveillant"}))["link"]
+        organiser, second_link = await add_surveillant(session, server, created)
         first, first_media = await desk_with_media(session, server, created["surveillant_links"][0], name="Mevr. Jansen")
         page = await student_page(page_factory)
         await go_live(page, created["student_link"])

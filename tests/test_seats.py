@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from tests.peers import Client, wait_until
-from tests.test_sfu_forwarding import create_exam, join_student, join_surveillant, token
+from tests.test_sfu_forwarding import add_surveillant, create_exam, join_student, join_surveillant, token
 
 
 async def _settle(seconds: float) -> None:
@@ -23,9 +23,7 @@ async def _settle(seconds: float) -> None:
 async def test_a_hand_over_ends_the_old_surveillants_talk_back_and_focus(server: Any) -> None:
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server, cap=2)
-        organiser = Client(session, server.url)
-        await organiser.connect(token(created["organiser_link"]))
-        second_link = (await organiser.request({"type": "add_surveillant"}))["link"]
+        organiser, second_link = await add_surveillant(session, server, created)
         first, first_peer = await join_surveillant(session, server, created["surveillant_links"][0], "A", 2)
         student, publisher = await join_student(session, server, created, "Sanne")
         roster = await first.wait_for(lambda m: m["type"] == "roster" and m["students"])

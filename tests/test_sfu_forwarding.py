@@ -37,6 +37,15 @@ async def create_exam(session: aiohttp.ClientSession, server: Any, **fields: Any
     return created
 
 
+async def add_surveillant(
+    session: aiohttp.ClientSession, server: Any, created: dict[str, Any]
+) -> tuple[Client, str]:
+    """The exam's organiser, connected, and a new surveillant link it asked for (a second desk)."""
+    organiser = Client(session, server.url)
+    await organiser.connect(token(created["organiser_link"]))
+    return organiser, (await organiser.request({"type": "add_surveillant"}))["link"]
+
+
 def token(link: str) -> str:
     return link.split("#", 1)[1]
 
@@ -130,9 +139,7 @@ async def test_hand_over_moves_streams_without_reconnecting(media_server: Any) -
     server = media_server
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server, cap=2)
-        organiser = Client(session, server.url)
-        await organiser.connect(token(created["organiser_link"]))
-        second_link = (await organiser.request({"type": "add_surveillant"}))["link"]
+        organiser, second_link = await add_surveillant(session, server, created)
         first, first_peer = await join_surveillant(session, server, created["surveillant_links"][0], "A", 2)
         student, publisher = await join_student(session, server, created, "Lotte")
         roster = await first.wait_for(lambda m: m["type"] == "roster" and m["students"])
