@@ -193,6 +193,11 @@ class MediaPoller:
 _pollers: dict[asyncio.AbstractEventLoop, MediaPoller] = {}
 
 
+def open_transports() -> list[MediaDatagramTransport]:
+    """Every media transport the readers of this process hold (the census counts their drops)."""
+    return [transport for poller in list(_pollers.values()) for transport in list(poller._transports)]
+
+
 def _poller_for(loop: asyncio.AbstractEventLoop) -> MediaPoller:
     poller = _pollers.get(loop)
     if poller is None:

@@ -21,7 +21,7 @@ from tests.peers import Client
 from tests.test_desk_and_recovery import desk_page, tile_of
 from tests.test_organiser_flow import TIMEOUT_MS
 from tests.test_sfu_forwarding import create_exam, token
-from tests.test_student_page import go_live, media_calls, student_page
+from tests.test_student_page import desk_with_media, go_live, media_calls, student_page
 
 pytestmark = pytest.mark.browser
 
@@ -143,8 +143,8 @@ async def test_a_second_tab_on_a_seat_replaces_the_first_and_the_desk_sees_it(
         organiser = Client(session, server.url)
         await organiser.connect(token(created["organiser_link"]))
         seat = (await organiser.request({"type": "seat_links", "count": 1}))["links"][0]
-        desk = Client(session, server.url)
-        await desk.connect(token(created["surveillant_links"][0]), name="Mevr. Jansen")
+        # The student is live once their media reaches a desk's media connection (media_live).
+        desk, desk_media = await desk_with_media(session, server, created["surveillant_links"][0], slots=2)
         first = await student_page(page_factory)
         await go_live(first, seat)
         roster = await desk.wait_for(lambda m: m["type"] == "roster" and m["students"], timeout=15)
@@ -160,5 +160,6 @@ async def test_a_second_tab_on_a_seat_replaces_the_first_and_the_desk_sees_it(
         latest = desk.latest("roster")
         assert latest is not None and [s["id"] for s in latest["students"]] == [student_id]
         assert first.errors == [] and second.errors == []
+        await desk_media.close()
         for client in (organiser, desk):
             await client.close()

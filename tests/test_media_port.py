@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from tests.peers import wait_until
@@ -32,16 +33,23 @@ def _free_udp_port() -> int:
 
 
 def udp_ports_of(pid: int) -> list[int]:
-    """The local ports of process `pid`'s UDP sockets, one entry per socket, as `ss -uanp` lists them."""
+    """The local ports of the UDP sockets of process `pid` and its children (workers), one entry
+    per socket, as `ss -uanp` lists them."""
+    pids = [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
     listing = subprocess.run(["ss", "-uanpH"], capture_output=True, text=True, check=True, timeout=10).stdout
-    return [int(line.split()[3].rsplit(":", 1)[1]) for line in listing.splitlines() if f"pid={pid}," in line]
+    return [
+        int(line.split()[3].rsplit(":", 1)[1])
+        for line in listing.splitlines()
+        if any(f"pid={one}," in line for one in pids)
+    ]
 
 
 async def test_an_exam_of_eight_students_and_a_surveillant_uses_one_udp_port() -> None:
     media_port = _free_udp_port()
     http_port = _free_port()
     serve = await _start_serve(
-        "--port", str(http_port), "--media-port", str(media_port), env=_child_env(INVIGIL_SECRET="k" * 32)
+        "--port", str(http_port), "--media-port", str(media_port), "--workers", "1",
+        env=_child_env(INVIGIL_SECRET="k" * 32),
     )
     closables: list[Any] = []
     try:

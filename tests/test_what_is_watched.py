@@ -14,7 +14,7 @@ import pytest
 
 from tests.peers import Client
 from tests.test_organiser_flow import TIMEOUT_MS
-from tests.test_student_page import create_exam, go_live, media_calls, student_page
+from tests.test_student_page import create_exam, desk_with_media, go_live, media_calls, student_page
 
 pytestmark = pytest.mark.browser
 
@@ -28,8 +28,8 @@ async def test_the_notice_says_a_tab_switch_is_seen_and_closing_the_tab_is_not_o
 ) -> None:
     async with aiohttp.ClientSession() as session:
         created = await create_exam(session, server)
-        desk = Client(session, server.url)
-        await desk.connect(created["surveillant_links"][0].split("#", 1)[1], name="Mevr. Jansen")
+        # The student is live once their media reaches a desk's media connection (media_live).
+        desk, desk_media = await desk_with_media(session, server, created["surveillant_links"][0])
         page = await student_page(page_factory)
         await page.goto(created["student_link"])
         await page.wait_for_selector("#step-notice:not([hidden])", timeout=TIMEOUT_MS)
@@ -77,4 +77,5 @@ async def test_the_notice_says_a_tab_switch_is_seen_and_closing_the_tab_is_not_o
         await page.close(run_before_unload=True)
         await desk.wait_for(lambda m: m["type"] == "alert" and m["kind"] == "connection_lost", after=closed)
         assert _hidden_alerts(desk, closed) == []
+        await desk_media.close()
         await desk.close()
