@@ -88,3 +88,25 @@ window.__canvasScreen = () => {
   return stream;
 };
 """
+
+
+@asynccontextmanager
+async def serve_html(html: str) -> AsyncIterator[str]:
+    """Serve one page of `html` with plain aiohttp (not Invigil) on the loopback, a secure
+    context for media; yields its URL."""
+    from aiohttp import web
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()

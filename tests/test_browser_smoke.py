@@ -10,9 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
-from tests.browser import CHROMIUM, require_chromium
+from tests.browser import CHROMIUM, require_chromium, serve_html
 
 pytestmark = pytest.mark.browser
 
@@ -62,21 +61,8 @@ window.canvasFrames = async () => {
 @pytest.fixture
 async def smoke_url() -> AsyncIterator[str]:
     """A tiny page served by plain aiohttp, not by Invigil."""
-
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(text=SMOKE_PAGE, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/", index)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
+    async with serve_html(SMOKE_PAGE) as url:
+        yield url
 
 
 async def test_chromium_loads_a_page_and_gets_fake_camera_and_microphone(

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
+from tests.browser import serve_html
 from tests.firefox import FIREFOX, require_firefox
 
 pytestmark = pytest.mark.browser
@@ -26,21 +26,8 @@ PAGE = """<!doctype html>
 @pytest.fixture
 async def page_url() -> AsyncIterator[str]:
     """A tiny page served by plain aiohttp on the loopback (a secure context for media)."""
-
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/", index)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
+    async with serve_html(PAGE) as url:
+        yield url
 
 
 async def test_firefox_loads_a_page_and_gets_fake_camera_and_microphone(firefox, page_url: str) -> None:
